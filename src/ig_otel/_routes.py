@@ -156,7 +156,7 @@ def _bind(
     if len(parts) != len(segments):
         return None
     variables = []
-    for part, segment in zip(parts, segments):
+    for part, segment in zip(parts, segments, strict=True):
         if part.startswith("{"):
             variables.append((part[1:-1], segment))
         elif part != segment:
