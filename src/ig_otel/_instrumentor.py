@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Collection
 from typing import Any
 
@@ -77,7 +78,7 @@ class IGInstrumentor(BaseInstrumentor):
         except ConfigError as error:
             if not error.variable.startswith("OTEL_"):
                 raise
-            _log.error("ig-otel is off: %s", error)
+            _report_config_error(error)
             return None
 
     def _start(self, config: Config, kwargs: dict[str, Any]) -> None:
@@ -114,6 +115,23 @@ class IGInstrumentor(BaseInstrumentor):
                 _log.exception("ig-otel could not uninstrument %s", module.__name__)
         self._adapters = []
         self._core = None
+
+
+def _report_config_error(error: ConfigError) -> None:
+    """Log a bad variable; print it too when logging is not configured."""
+    _log.error("ig-otel is off: %s", error)
+    if not _has_real_handler(_log):
+        sys.stderr.write(f"ig-otel is off: {error}\n")
+
+
+def _has_real_handler(logger: logging.Logger) -> bool:
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if not isinstance(handler, logging.NullHandler):
+                return True
+        current = current.parent if current.propagate else None
+    return False
 
 
 def _build_guard(config: Config, meter_provider: Any) -> Any:
