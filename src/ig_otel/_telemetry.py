@@ -247,6 +247,13 @@ EVENT_ALLOWANCE_EXCEEDED = "ig.allowance.exceeded"
 EVENT_STREAM_STATUS_CHANGE = "ig.stream.status_change"
 EVENT_DEAL_REJECTED = "ig.deal.rejected"
 
+# -- span names -------------------------------------------------------------
+
+#: Span from a Lightstreamer connect (or reconnect attempt) to connected/failed.
+SPAN_STREAM_SESSION = "ig.stream.session"
+#: Span from a subscribe request to the server's SUBOK or error.
+SPAN_STREAM_SUBSCRIBE = "ig.stream.subscribe"
+
 
 def prometheus_name(instrument: Instrument) -> str:
     """Series name the collector's default translation gives an instrument.

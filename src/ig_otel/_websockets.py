@@ -1,0 +1,462 @@
+"""Instrumentation of raw TLCP clients built on ``websockets``.
+
+Hook point: ``recv`` and ``send`` of the client connection class
+(``websockets.asyncio.client.ClientConnection``, and the legacy
+``WebSocketClientProtocol`` when the application imports it). Every way of
+reading a message (``recv()``, ``async for``) goes through ``recv``, every
+write through ``send``, and the message there is exactly what the application
+sees, already reassembled and decoded, so no frame is parsed twice and no
+protocol internals are touched. Server connections are not affected.
+
+Only connections whose negotiated subprotocol is a TLCP one, or whose request
+path ends in ``/lightstreamer``, are observed; others cost one cached lookup
+per message. Observed messages go through the shared codec into the same
+:class:`~ig_otel._stream.StreamMonitor` core as the SDK adapter:
+
+* sent ``create_session``/``bind_session`` start a session span and select the
+  monitor (a bind or a re-create with ``LS_old_session`` continues the
+  monitor of the earlier session, so reconnects are counted across
+  WebSocket connections); sent ``control`` ``add`` requests tell item kinds,
+  mode and field names of each subscription id;
+* received ``CONOK``/``CONERR``/``LOOP``/``END`` and a closed connection drive
+  the status; ``SUBOK``/``REQERR``/``UNSUB`` the subscriptions; ``U`` the
+  update counts and lag (lag is sampled only from updates that carry the time
+  field literally; unchanged tokens are skipped); ``OV`` lost updates;
+  ``REQERR``/``ERROR``/``CONERR`` errors; every message resets the silence.
+
+The ``LS_password`` parameter (``CST-...|XST-...``), ``LS_user`` and item
+names are never copied into telemetry.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import wrapt
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from ig_otel import _telemetry as names
+from ig_otel import _tlcp as tlcp
+from ig_otel._config import Config
+from ig_otel._stream import StreamInstrumentation, StreamMonitor, SubscriptionView
+
+__all__ = ["instrument", "uninstrument"]
+
+_log = logging.getLogger(__name__)
+
+_ASYNCIO = "websockets.asyncio.client"
+_LEGACY = "websockets.legacy.client"
+_SESSION_MEMORY = 64
+
+_lock = threading.Lock()
+_active: StreamInstrumentation | None = None
+_hooks: set[str] = set()
+_patched: list[tuple[type, str, Any]] = []
+_watches: weakref.WeakKeyDictionary[Any, _Watch | None] = weakref.WeakKeyDictionary()
+_sessions: OrderedDict[str, _Session] = OrderedDict()
+_warned: set[str] = set()
+
+
+def _warn_once(what: str) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        _log.warning("ig-otel websockets %s failed; continuing", what, exc_info=True)
+
+
+# -- entry points -------------------------------------------------------------
+
+
+def instrument(
+    config: Config | None = None,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+) -> None:
+    """Observe TLCP over ``websockets`` client connections; never raises."""
+    global _active
+    try:
+        with _lock:
+            if _active is not None:
+                return
+            _active = StreamInstrumentation(config, tracer_provider, meter_provider)
+            for module_name in (_ASYNCIO, _LEGACY):
+                if module_name in sys.modules:
+                    _patch(sys.modules[module_name])
+                elif module_name not in _hooks:
+                    wrapt.register_post_import_hook(_on_import, module_name)
+                    _hooks.add(module_name)
+    except Exception:
+        _warn_once("instrumentation")
+
+
+def uninstrument() -> None:
+    """Restore ``recv``/``send``; never raises."""
+    global _active
+    try:
+        with _lock:
+            if _active is not None:
+                _active.enabled = False
+            _active = None
+            for owner, name, original in reversed(_patched):
+                if original is None:
+                    delattr(owner, name)
+                else:
+                    setattr(owner, name, original)
+            _patched.clear()
+            _watches.clear()
+            _sessions.clear()
+    except Exception:
+        _warn_once("uninstrumentation")
+
+
+def _on_import(module: Any) -> None:
+    try:
+        with _lock:
+            if _active is not None:
+                _patch(module)
+    except Exception:
+        _warn_once("patching")
+
+
+def _patch(module: Any) -> None:
+    cls = getattr(module, "ClientConnection", None) or getattr(
+        module, "WebSocketClientProtocol", None
+    )
+    if cls is None or any(owner is cls for owner, _, _ in _patched):
+        return
+    recv = cls.recv
+    send = cls.send
+
+    async def observed_recv(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            message = await recv(self, *args, **kwargs)
+        except BaseException:
+            _closed(self)
+            raise
+        watch = _watches.get(self, _UNKNOWN)
+        if watch is _UNKNOWN:
+            watch = _watch_for(self)
+        if watch is not None:
+            watch.received(message)
+        return message
+
+    async def observed_send(self, message: Any, *args: Any, **kwargs: Any) -> Any:
+        watch = _watches.get(self, _UNKNOWN)
+        if watch is _UNKNOWN:
+            watch = _watch_for(self)
+        if watch is not None:
+            watch.sent(message)
+        return await send(self, message, *args, **kwargs)
+
+    observed_recv.__wrapped__ = recv  # type: ignore[attr-defined]
+    observed_send.__wrapped__ = send  # type: ignore[attr-defined]
+    for name, replacement in (("recv", observed_recv), ("send", observed_send)):
+        _patched.append((cls, name, cls.__dict__.get(name)))
+        setattr(cls, name, replacement)
+
+
+_UNKNOWN: Any = object()
+
+
+def _watch_for(connection: Any) -> _Watch | None:
+    state = _active
+    watch = None
+    try:
+        if state is not None and state.enabled and _is_tlcp(connection):
+            watch = _Watch(state)
+        _watches[connection] = watch
+    except Exception:
+        _warn_once("connection check")
+    return watch
+
+
+def _is_tlcp(connection: Any) -> bool:
+    subprotocol = getattr(connection, "subprotocol", None)
+    if subprotocol and str(subprotocol).startswith("TLCP-"):
+        return True
+    request = getattr(connection, "request", None)
+    path = getattr(request, "path", None) or getattr(connection, "path", None) or ""
+    return str(path).split("?", 1)[0].rstrip("/").endswith("/lightstreamer")
+
+
+def _closed(connection: Any) -> None:
+    try:
+        watch = _watches.get(connection)
+        if watch is not None:
+            watch.closed()
+    except Exception:
+        _warn_once("close handling")
+
+
+# -- per connection -----------------------------------------------------------
+
+
+class _Subscription:
+    __slots__ = ("view", "slots", "time_index", "decoder", "confirms_index")
+
+    def __init__(self, view: SubscriptionView, fields: list[str]) -> None:
+        self.view = view
+        # Keyed by the raw item index text, so U lines need no int().
+        self.slots = {str(i + 1): slot for i, slot in enumerate(view.slots)}
+        first = view.slots[0] if view.slots else None
+        self.time_index = first.time_index if first else -1
+        self.confirms_index = (
+            fields.index("CONFIRMS")
+            if view.kind == "TRADE" and "CONFIRMS" in fields
+            else -1
+        )
+        self.decoder = (
+            tlcp.UpdateDecoder(len(fields)) if self.confirms_index >= 0 else None
+        )
+
+
+class _Session:
+    """What outlives one WebSocket: the monitor and the subscriptions."""
+
+    __slots__ = ("monitor", "subscriptions", "pending")
+
+    def __init__(self, monitor: StreamMonitor) -> None:
+        self.monitor = monitor
+        self.subscriptions: dict[str, _Subscription] = {}
+        self.pending: dict[str, tuple[str, Span]] = {}
+
+
+def _remember(session_id: str, session: _Session) -> None:
+    with _lock:
+        _sessions[session_id] = session
+        _sessions.move_to_end(session_id)
+        while len(_sessions) > _SESSION_MEMORY:
+            _sessions.popitem(last=False)
+
+
+def _known(session_id: str | None) -> _Session | None:
+    if not session_id:
+        return None
+    with _lock:
+        return _sessions.get(session_id)
+
+
+class _Watch:
+    """Observes one TLCP WebSocket connection."""
+
+    def __init__(self, state: StreamInstrumentation) -> None:
+        self._state = state
+        self.session: _Session | None = None
+        self.session_id: str | None = None
+        self._span: Span | None = None
+        self._ended = False
+
+    # ---- client -> server
+
+    def sent(self, message: Any) -> None:
+        if not isinstance(message, str) or not self._state.enabled:
+            return
+        try:
+            for request in tlcp.parse_requests(message):
+                if isinstance(request, tlcp.Request):
+                    self._request(request)
+        except Exception:
+            _warn_once("request parsing")
+
+    def _request(self, request: tlcp.Request) -> None:
+        name, params = request.name, request.params
+        if name == "create_session":
+            self._open(_known(params.get("LS_old_session")))
+        elif name == "bind_session":
+            self._open(_known(params.get("LS_session")) or self.session)
+        elif name == "control" and self.session is not None:
+            self._control(params)
+
+    def _open(self, session: _Session | None) -> None:
+        if session is None:
+            session = _Session(self._state.new_monitor())
+        self.session = session
+        session.monitor.status("CONNECTING")
+        if self._span is None:
+            self._span = self._state.tracer.start_span(
+                names.SPAN_STREAM_SESSION, kind=SpanKind.CLIENT
+            )
+
+    def _control(self, params: dict[str, str]) -> None:
+        session = self.session
+        assert session is not None
+        operation = params.get("LS_op")
+        sub_id = params.get("LS_subId", "")
+        if operation == "add" and sub_id:
+            fields = params.get("LS_schema", "").split(" ")
+            items = params.get("LS_group", "").split(" ")
+            monitor = session.monitor
+            view = monitor.subscription(items, fields, params.get("LS_mode"))
+            old = session.subscriptions.get(sub_id)
+            if old is not None and old.view is not view:
+                monitor.forget(old.view)
+            session.subscriptions[sub_id] = _Subscription(view, fields)
+            span = self._state.tracer.start_span(
+                names.SPAN_STREAM_SUBSCRIBE,
+                kind=SpanKind.CLIENT,
+                attributes={
+                    names.IG_STREAM_ITEM_KIND: view.kind,
+                    names.IG_STREAM_MODE: view.mode,
+                },
+            )
+            session.pending[params.get("LS_reqId", "")] = (sub_id, span)
+
+    # ---- server -> client (hot path)
+
+    def received(self, message: Any) -> None:
+        session = self.session
+        if session is None or type(message) is not str:
+            return
+        monitor = session.monitor
+        monitor.touch()
+        subscriptions = session.subscriptions
+        try:
+            for line in message.split("\r\n"):
+                if line[:2] == "U,":
+                    parts = line.split(",", 3)
+                    if len(parts) != 4:
+                        continue
+                    subscription = subscriptions.get(parts[1])
+                    if subscription is None:
+                        continue
+                    slot = subscription.slots.get(parts[2])
+                    if slot is not None and slot.hit():
+                        _sample_lag(monitor, subscription, slot, parts[3])
+                    if subscription.decoder is not None:
+                        self._trade(monitor, subscription, parts[2], parts[3])
+                elif line:
+                    self._notification(tlcp.parse_notification(line))
+        except Exception:
+            _warn_once("message handling")
+
+    def _trade(
+        self, monitor: StreamMonitor, subscription: _Subscription, item: str, raw: str
+    ) -> None:
+        decoder = subscription.decoder
+        assert decoder is not None
+        decoded = decoder.decode(int(item), raw)
+        if isinstance(decoded, tlcp.DecodedUpdate):
+            index = subscription.confirms_index
+            if index in decoded.changed:
+                monitor.trade_fields(decoded.values[index])
+
+    def _notification(self, event: tlcp.Event) -> None:
+        if not isinstance(event, tlcp.Notification):
+            return
+        session = self.session
+        assert session is not None
+        monitor = session.monitor
+        tag = event.tag
+        if tag == "CONOK":
+            self.session_id = event.args[0]
+            _remember(self.session_id, session)
+            monitor.status("CONNECTED:WS-STREAMING")
+            self._end_span(None)
+        elif tag == "CONERR":
+            monitor.error(event.int_arg(0))
+            self._finish("DISCONNECTED", event.int_arg(0))
+        elif tag == "END":
+            code = event.int_arg(0)
+            monitor.error(code)
+            retry = code in (41, 48)
+            self._finish("DISCONNECTED:WILL-RETRY" if retry else "DISCONNECTED", code)
+        elif tag == "LOOP":
+            # A routine rebind: the client opens a new WebSocket for the same
+            # session; not a loss.
+            monitor.status("CONNECTING")
+            self._ended = True
+        elif tag == "ERROR":
+            monitor.error(event.int_arg(0))
+            self._finish("DISCONNECTED", event.int_arg(0))
+        else:
+            self._subscription_event(session, event)
+
+    def _subscription_event(self, session: _Session, event: tlcp.Notification) -> None:
+        tag = event.tag
+        monitor = session.monitor
+        if tag == "SUBOK" or tag == "SUBCMD":
+            subscription = session.subscriptions.get(event.args[0])
+            if subscription is not None:
+                monitor.subscribed(subscription.view)
+                self._end_subscribe_span(session, event.args[0], None)
+        elif tag == "UNSUB":
+            subscription = session.subscriptions.pop(event.args[0], None)
+            if subscription is not None:
+                monitor.forget(subscription.view)
+        elif tag == "REQERR":
+            code = event.int_arg(1)
+            monitor.error(code)
+            pending = session.pending.pop(event.args[0], None)
+            if pending is not None:
+                sub_id, span = pending
+                _end(span, code)
+                subscription = session.subscriptions.pop(sub_id, None)
+                if subscription is not None:
+                    monitor.forget(subscription.view)
+        elif tag == "OV":
+            subscription = session.subscriptions.get(event.args[0])
+            if subscription is not None:
+                slot = subscription.slots.get(event.args[1])
+                kind = slot.kind if slot else subscription.view.kind
+                monitor.lost_updates(kind, event.int_arg(2))
+
+    def _end_subscribe_span(
+        self, session: _Session, sub_id: str, code: int | None
+    ) -> None:
+        for request_id, (pending_sub, span) in list(session.pending.items()):
+            if pending_sub == sub_id:
+                del session.pending[request_id]
+                _end(span, code)
+
+    def _finish(self, raw_status: str, code: int | None) -> None:
+        session = self.session
+        assert session is not None
+        session.monitor.status(raw_status)
+        self._end_span(code, raw_status)
+        self._ended = True
+        if raw_status == "DISCONNECTED" and self.session_id:
+            with _lock:
+                _sessions.pop(self.session_id, None)
+
+    def _end_span(self, code: int | None, detail: str = "") -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            if code is not None:
+                span.set_attribute(names.IG_STREAM_STATUS_DETAIL, detail)
+            _end(span, code)
+
+    def closed(self) -> None:
+        """The WebSocket closed (recv raised)."""
+        session = self.session
+        if session is None or self._ended:
+            return
+        self._ended = True
+        session.monitor.status("DISCONNECTED:WILL-RETRY")
+        self._end_span(-1, "DISCONNECTED:WILL-RETRY")
+
+
+def _end(span: Span, code: int | None) -> None:
+    if code is not None:
+        if code >= 0:
+            span.set_attribute(names.IG_STREAM_ERROR_CODE, str(code))
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+def _sample_lag(
+    monitor: StreamMonitor, subscription: _Subscription, slot: Any, raw: str
+) -> None:
+    index = subscription.time_index
+    if index < 0:
+        return
+    tokens = raw.split("|", index + 1)
+    if len(tokens) <= index or "^" in raw:
+        # A ^n run shifts positions; such updates are not sampled.
+        return
+    token = tokens[index]
+    if token and token[0] not in "#$":
+        monitor.lag(slot, token)
