@@ -60,7 +60,9 @@ def manifest_version() -> str:
 
 # -- collector configuration syntax -------------------------------------------
 
-_ENV_REF = re.compile(r"\$\{env:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_ENV_REF = re.compile(
+    r"\$\{env:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+)
 
 
 def env_default(value: str) -> str:

@@ -21,6 +21,7 @@ from _stack import (
     unescape,
     yaml_files,
 )
+
 from conftest import require_binary
 
 QUERIES = shipped_queries()
