@@ -23,7 +23,7 @@ from ig_otel._telemetry import (
     BreakerState,
 )
 
-S, F, I = BreakerOutcome.SUCCESS, BreakerOutcome.FAILURE, BreakerOutcome.IGNORED
+S, F, IGN = BreakerOutcome.SUCCESS, BreakerOutcome.FAILURE, BreakerOutcome.IGNORED
 
 
 def make(clock, fresh_metrics, name: str = "trading", **kwargs) -> CircuitBreaker:
@@ -138,7 +138,7 @@ def test_late_success_from_before_opening_does_not_close(clock, fresh_metrics):
 def test_ignored_outcome_neither_counts_nor_resets(clock, fresh_metrics):
     breaker = make(clock, fresh_metrics)
     fail(breaker, 2)
-    breaker.record(breaker.admit(), I)
+    breaker.record(breaker.admit(), IGN)
     assert breaker.fail_counter == 2
     fail(breaker, 1)
     assert breaker.state is BreakerState.OPEN
