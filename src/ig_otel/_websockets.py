@@ -1,6 +1,6 @@
 """Instrumentation of raw TLCP clients built on ``websockets``.
 
-Hook point: ``recv`` and ``send`` of the client connection class
+Hook point: ``recv``, ``send`` and ``close`` of the client connection class
 (``websockets.asyncio.client.ClientConnection``, and the legacy
 ``WebSocketClientProtocol`` when the application imports it). Every way of
 reading a message (``recv()``, ``async for``) goes through ``recv``, every
@@ -130,6 +130,7 @@ def _patch(module: Any) -> None:
         return
     recv = cls.recv
     send = cls.send
+    close = cls.close
 
     async def observed_recv(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -152,9 +153,17 @@ def _patch(module: Any) -> None:
             watch.sent(message)
         return await send(self, message, *args, **kwargs)
 
+    async def observed_close(self, *args: Any, **kwargs: Any) -> Any:
+        _closed(self, "DISCONNECTED")
+        return await close(self, *args, **kwargs)
+
     observed_recv.__wrapped__ = recv  # type: ignore[attr-defined]
     observed_send.__wrapped__ = send  # type: ignore[attr-defined]
-    for name, replacement in (("recv", observed_recv), ("send", observed_send)):
+    observed_close.__wrapped__ = close  # type: ignore[attr-defined]
+    replacements = (
+        ("recv", observed_recv), ("send", observed_send), ("close", observed_close)
+    )
+    for name, replacement in replacements:
         _patched.append((cls, name, cls.__dict__.get(name)))
         setattr(cls, name, replacement)
 
@@ -183,11 +192,11 @@ def _is_tlcp(connection: Any) -> bool:
     return str(path).split("?", 1)[0].rstrip("/").endswith("/lightstreamer")
 
 
-def _closed(connection: Any) -> None:
+def _closed(connection: Any, raw_status: str = "DISCONNECTED:WILL-RETRY") -> None:
     try:
         watch = _watches.get(connection)
         if watch is not None:
-            watch.closed()
+            watch.closed(raw_status)
     except Exception:
         _warn_once("close handling")
 
@@ -429,14 +438,14 @@ class _Watch:
                 span.set_attribute(names.IG_STREAM_STATUS_DETAIL, detail)
             _end(span, code)
 
-    def closed(self) -> None:
-        """The WebSocket closed (recv raised)."""
+    def closed(self, raw_status: str) -> None:
+        """The WebSocket closed: by the application, or under it (recv raised)."""
         session = self.session
         if session is None or self._ended:
             return
         self._ended = True
-        session.monitor.status("DISCONNECTED:WILL-RETRY")
-        self._end_span(-1, "DISCONNECTED:WILL-RETRY")
+        session.monitor.status(raw_status)
+        self._end_span(-1, raw_status)
 
 
 def _end(span: Span, code: int | None) -> None:

@@ -64,6 +64,8 @@ class TlcpServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._tasks: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self._thread.start()
@@ -78,7 +80,7 @@ class TlcpServer:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/lightstreamer", self._ws)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -87,11 +89,21 @@ class TlcpServer:
 
     async def _stop(self) -> None:
         assert self._runner is not None
-        await self._runner.cleanup()
+        for task in list(self._tasks):
+            task.cancel()
+        for ws in list(self._sockets):
+            await asyncio.wait_for(ws.close(), 2)
+        await asyncio.wait_for(self._runner.cleanup(), 5)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=tlcp.SUBPROTOCOLS, heartbeat=None)
         await ws.prepare(request)
+        self._sockets.add(ws)
         probe = asyncio.create_task(self._probe(ws))
         try:
             async for message in ws:
@@ -103,6 +115,7 @@ class TlcpServer:
                         await self._answer(ws, req)
         finally:
             probe.cancel()
+            self._sockets.discard(ws)
         return ws
 
     async def _probe(self, ws: web.WebSocketResponse) -> None:
@@ -141,7 +154,7 @@ class TlcpServer:
             return
         lines = [tlcp.encode_subok(sub, len(items), len(fields))]
         await ws.send_str(tlcp.join_lines(lines))
-        asyncio.ensure_future(self._stream(ws, sub, items, fields, params))
+        self._spawn(self._stream(ws, sub, items, fields, params))
 
     async def _stream(self, ws, sub, items, fields, params) -> None:
         script = self.script
