@@ -433,9 +433,17 @@ def _breaker_storage(group: str, redis_client: Any) -> Any:
 
 def _redis_from_url(url: str) -> Any:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    # Short timeouts: a Redis outage must degrade to local limiting quickly.
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    # Short timeouts and no client-side retries: a Redis outage must degrade
+    # to local limiting at once, not stall IG calls while redis-py backs off.
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 _default_lock = threading.Lock()

@@ -157,11 +157,13 @@ class Decision:
         admitted: Whether the points were logged.
         retry_after: Seconds until the request would fit (0 when admitted).
         usage: Points in each budget's window after the decision.
+        at: When the book decided, on the book's own clock.
     """
 
     admitted: bool
     retry_after: float = 0.0
     usage: Mapping[str, int] = field(default_factory=dict)
+    at: float = 0.0
 
 
 class SlidingWindowLog:
@@ -296,10 +298,10 @@ class LocalAllowanceBook:
             logs = [self._logs[b] for b in budgets]
             wait = max((log.wait_for(now, points) for log in logs), default=0.0)
             if enforce and wait > 0.0:
-                return Decision(False, wait, self._usage(budgets, now))
+                return Decision(False, wait, self._usage(budgets, now), now)
             for log in logs:
                 log.record(now, points)
-            return Decision(True, 0.0, self._usage(budgets, now))
+            return Decision(True, 0.0, self._usage(budgets, now), now)
 
     def drain(self, budgets: tuple[str, ...]) -> None:
         """Mark budgets spent for a full window (IG said they are)."""

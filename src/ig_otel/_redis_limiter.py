@@ -84,7 +84,7 @@ for i = 1, count do
   end
 end
 if wait ~= 0 then
-  return {0, wait, unpack(used)}
+  return {0, wait, now, unpack(used)}
 end
 for i = 1, count do
   local log, sum = KEYS[2 * i - 1], KEYS[2 * i]
@@ -94,7 +94,7 @@ for i = 1, count do
   redis.call('PEXPIRE', log, window)
   redis.call('PEXPIRE', sum, window)
 end
-return {1, 0, unpack(used)}
+return {1, 0, now, unpack(used)}
 """
 
 _DRAIN = _EXPIRE + """
@@ -215,14 +215,15 @@ class SharedAllowanceBook:
     def _decision(
         self, budgets: tuple[str, ...], points: int, reply: list[Any]
     ) -> Decision:
-        admitted, wait_ms, *used = (int(x) for x in reply)
+        admitted, wait_ms, now_ms, *used = (int(x) for x in reply)
         usage = dict(zip(budgets, used, strict=True))
+        at = now_ms / 1000.0
         if admitted:
             # Mirror our own spending locally: the fallback starts from it.
             self._local.acquire(budgets, points, enforce=False)
-            return Decision(True, 0.0, usage)
+            return Decision(True, 0.0, usage, at)
         wait = float("inf") if wait_ms < 0 else wait_ms / 1000.0
-        return Decision(False, wait, usage)
+        return Decision(False, wait, usage, at)
 
     def _script_input(
         self, budgets: tuple[str, ...], points: int, enforce: bool
