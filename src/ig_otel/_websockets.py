@@ -138,7 +138,7 @@ def _patch(module: Any) -> None:
         except BaseException:
             _closed(self)
             raise
-        watch = _watches.get(self, _UNKNOWN)
+        watch = getattr(self, _ATTRIBUTE, _UNKNOWN)
         if watch is _UNKNOWN:
             watch = _watch_for(self)
         if watch is not None:
@@ -146,7 +146,7 @@ def _patch(module: Any) -> None:
         return message
 
     async def observed_send(self, message: Any, *args: Any, **kwargs: Any) -> Any:
-        watch = _watches.get(self, _UNKNOWN)
+        watch = getattr(self, _ATTRIBUTE, _UNKNOWN)
         if watch is _UNKNOWN:
             watch = _watch_for(self)
         if watch is not None:
@@ -169,6 +169,8 @@ def _patch(module: Any) -> None:
 
 
 _UNKNOWN: Any = object()
+# The watch is cached on the connection itself: one dict lookup per message.
+_ATTRIBUTE = "_ig_otel_tlcp_watch"
 
 
 def _watch_for(connection: Any) -> _Watch | None:
@@ -178,6 +180,7 @@ def _watch_for(connection: Any) -> _Watch | None:
         if state is not None and state.enabled and _is_tlcp(connection):
             watch = _Watch(state)
         _watches[connection] = watch
+        setattr(connection, _ATTRIBUTE, watch)
     except Exception:
         _warn_once("connection check")
     return watch
@@ -318,7 +321,7 @@ class _Watch:
 
     def received(self, message: Any) -> None:
         session = self.session
-        if session is None or type(message) is not str:
+        if session is None or type(message) is not str or not self._state.enabled:
             return
         monitor = session.monitor
         monitor.touch()
