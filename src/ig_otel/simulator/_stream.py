@@ -333,7 +333,6 @@ class StreamServer:
         lines: list[str] = []
         for index, item in enumerate(sub.items, start=1):
             if item.kind == "TRADE":
-                sub.last[index] = [None] * len(sub.fields)
                 lines.append(_tlcp.encode_eos(sub.sub_id, index))
                 continue
             if not sub.snapshot:
@@ -449,13 +448,14 @@ class StreamServer:
                 for index, item in enumerate(sub.items, start=1):
                     if item.kind != "TRADE" or item.account_id != account_id:
                         continue
-                    # Only this field changes: the others travel as "unchanged".
-                    previous = sub.last.get(index) or [None] * len(sub.fields)
-                    values = list(previous)
+                    # Only this field changes: the others travel as "unchanged",
+                    # except in the first update, which the SDK needs complete.
+                    previous = sub.last.get(index)
+                    values = list(previous or [None] * len(sub.fields))
                     values[sub.fields.index(field_name)] = text
                     lines.append(_tlcp.encode_update(sub.sub_id, index, previous,
                                                      values, runs=False))
-                    sub.last[index] = [None] * len(sub.fields)
+                    sub.last[index] = values
             if lines:
                 self.core.stats.trade_updates += len(lines)
                 session.queue(lines)
