@@ -14,13 +14,13 @@ import pytest
 import requests
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from resilience.tls_server import tls_server
 
 from ig_otel._config import load_config
 from ig_otel._guard import build_guard
 from ig_otel._health import HealthRegistry
 from ig_otel._pool import IGHTTPAdapter, IGTransport
 from ig_otel._telemetry import HTTP_CONNECTIONS_CREATED
+from resilience.tls_server import tls_server
 
 ROUNDS, ITERATIONS = 200, 1
 PATH = "/markets/CS.D.EURUSD.CFD.IP"
