@@ -93,7 +93,9 @@ def test_requests_new_connection_per_call(benchmark, server):
         with requests.Session() as session:
             session.get(server.url + PATH, verify=server.ca_path)
             pools = session.get_adapter(server.url).poolmanager.pools
-            connects.extend(pools[key].num_connections for key in pools.keys())
+            # urllib3's pool container refuses plain iteration; keys() is its API
+            keys = pools.keys()
+            connects.extend(pools[key].num_connections for key in keys)
 
     run(benchmark, call)
     benchmark.extra_info["new_connections"] = sum(connects)
