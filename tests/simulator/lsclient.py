@@ -27,26 +27,26 @@ class Recorder:
         self.snapshot_ends: list[str] = []
 
     # ClientListener
-    def onStatusChange(self, status: str) -> None:  # noqa: N802 - SDK names
+    def onStatusChange(self, status: str) -> None:
         self.statuses.append(status)
 
-    def onServerError(self, code: int, message: str) -> None:  # noqa: N802
+    def onServerError(self, code: int, message: str) -> None:
         self.server_errors.append((code, message))
 
     # SubscriptionListener
-    def onSubscription(self) -> None:  # noqa: N802
+    def onSubscription(self) -> None:
         self.subscribed.set()
 
-    def onSubscriptionError(self, code: int, message: str) -> None:  # noqa: N802
+    def onSubscriptionError(self, code: int, message: str) -> None:
         self.errors.append((code, message))
 
-    def onUnsubscription(self) -> None:  # noqa: N802
+    def onUnsubscription(self) -> None:
         self.unsubscribed.set()
 
-    def onEndOfSnapshot(self, item: str, position: int) -> None:  # noqa: N802
+    def onEndOfSnapshot(self, item: str, position: int) -> None:
         self.snapshot_ends.append(item)
 
-    def onItemUpdate(self, update: Any) -> None:  # noqa: N802
+    def onItemUpdate(self, update: Any) -> None:
         self.updates.append((update.getItemName(), dict(update.getChangedFields()),
                              update.isSnapshot()))
 

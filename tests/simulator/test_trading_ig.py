@@ -25,11 +25,9 @@ pytestmark = [
 @pytest.fixture
 def tig(simulator: Simulator, monkeypatch: pytest.MonkeyPatch):
     """The ``trading_ig`` package with its demo base URL on the simulator."""
-    trading_ig = pytest.importorskip("trading_ig")
-    import trading_ig.rest
-
-    monkeypatch.setitem(trading_ig.rest.D_BASE_URL, "demo", simulator.rest_url)
-    return trading_ig
+    rest = pytest.importorskip("trading_ig.rest")
+    monkeypatch.setitem(rest.D_BASE_URL, "demo", simulator.rest_url)
+    return pytest.importorskip("trading_ig")
 
 
 @pytest.fixture
@@ -48,10 +46,10 @@ class TradeListener:
         self.events: list[tuple[str, dict]] = []
         self.subscribed = threading.Event()
 
-    def onSubscription(self) -> None:  # noqa: N802 - SDK callback name
+    def onSubscription(self) -> None:
         self.subscribed.set()
 
-    def onItemUpdate(self, update) -> None:  # noqa: N802
+    def onItemUpdate(self, update) -> None:
         for name, value in update.getChangedFields().items():
             if value:
                 self.events.append((name, json.loads(value)))
