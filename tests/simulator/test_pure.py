@@ -46,7 +46,8 @@ def test_non_trading_allowance_reports_account_then_app_code():
     limits = AllowanceLimits(app_non_trading=3, account_non_trading=2)
     assert book.check_non_trading("key", "A1", 0.0, limits) is None
     assert book.check_non_trading("key", "A1", 0.0, limits) is None
-    assert book.check_non_trading("key", "A1", 0.0, limits) == ACCOUNT_ALLOWANCE_EXCEEDED
+    spent = book.check_non_trading("key", "A1", 0.0, limits)
+    assert spent == ACCOUNT_ALLOWANCE_EXCEEDED
     assert book.check_non_trading("key", "A2", 0.0, limits) is None
     assert book.check_non_trading("key", "A3", 0.0, limits) == APP_ALLOWANCE_EXCEEDED
     assert book.check_non_trading("key", "A3", 60.0, limits) is None
@@ -100,8 +101,8 @@ def test_history_is_deterministic_and_sized():
 
 def test_tick_values_use_integers_for_utm_ltv_ttv():
     quote = MarketModel(0).advance(EPIC, 1_700_000_000_123)
-    values = dict(zip(["UTM", "LTV", "TTV", "LTP", "BID"], render_tick(
-        quote, ["UTM", "LTV", "TTV", "LTP", "BID"])))
+    names = ["UTM", "LTV", "TTV", "LTP", "BID"]
+    values = dict(zip(names, render_tick(quote, names), strict=True))
     assert values["UTM"] == "1700000000123"
     assert values["LTV"].isdigit() and values["TTV"].isdigit()
     assert values["LTP"] is None
