@@ -177,3 +177,36 @@ def test_trading_ig_switch_account_and_bad_login(tig, service, simulator):
     with pytest.raises(tig.rest.IGException, match="invalid-details"):
         wrong.create_session()
     wrong.session.close()
+
+
+def test_sdk_1_0_3_is_accepted_while_ig_rejects_tlcp_2_5(tig, service, simulator):
+    from .lsclient import connect, disconnect, ls_password, subscribe
+
+    simulator.set_scenario("ig-rejects-tlcp-2.5")
+    service.create_session()
+    client, status = connect(simulator, ls_password(service.session))
+    try:
+        _, ticks = subscribe(client, "DISTINCT", [f"CHART:{EPIC}:TICK"],
+                             ["BID", "OFR", "UTM"])
+        wait_for(lambda: ticks.updates, timeout=5)
+        assert status.server_errors == []
+    finally:
+        disconnect(client, status)
+
+
+def test_sdk_1_0_3_recreates_its_session_after_end_48(tig, service, simulator):
+    from .lsclient import connect, disconnect, ls_password, subscribe
+
+    service.create_session()
+    client, status = connect(simulator, ls_password(service.session))
+    try:
+        _, ticks = subscribe(client, "DISTINCT", [f"CHART:{EPIC}:TICK"],
+                             ["BID", "OFR", "UTM"])
+        wait_for(lambda: ticks.updates, timeout=5)
+        assert simulator.end_stream_sessions() == 1
+        count = len(ticks.updates)
+        wait_for(lambda: simulator.stats.stream_sessions == 2
+                 and len(ticks.updates) > count, timeout=10)
+        assert "DISCONNECTED:WILL-RETRY" in status.statuses
+    finally:
+        disconnect(client, status)
