@@ -106,6 +106,13 @@ class StreamServer:
         self.sessions: dict[str, StreamSession] = {}
         self._ids = itertools.count(1)
         self._sockets: set[web.WebSocketResponse] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coroutine: Any) -> None:
+        # Keep a reference so shutdown can wait for fire-and-forget sends.
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- transport --------------------------------------------------------
 
@@ -523,7 +530,7 @@ class StreamServer:
 
     def _end(self, session: StreamSession, code: int, message: str) -> None:
         if not session.closed:
-            asyncio.ensure_future(self._end_now(session, code, message))
+            self._spawn(self._end_now(session, code, message))
 
     async def _end_now(self, session: StreamSession, code: int, message: str) -> None:
         ws = session.ws
@@ -542,7 +549,7 @@ class StreamServer:
             session.pump.cancel()
         if close_socket and ws is not None and not ws.closed:
             lines, session.pending = session.pending, []
-            asyncio.ensure_future(_send_and_close(ws, lines))
+            self._spawn(_send_and_close(ws, lines))
 
     def end_sessions(self, code: int = 48, message: str = "Session closed") -> int:
         """``END`` every live session; answers how many were ended."""
@@ -553,8 +560,13 @@ class StreamServer:
 
     async def close_all(self) -> None:
         """Stop every session and socket (simulator shutdown)."""
+        pumps = [s.pump for s in self.sessions.values() if s.pump is not None]
         for session in list(self.sessions.values()):
             self._close(session)
+        pending = [*pumps, *self._tasks]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         for ws in list(self._sockets):
             with contextlib.suppress(Exception):
                 await ws.close()
