@@ -59,7 +59,8 @@ fi
 work="$(mktemp -d "$cache/.build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 echo "build.sh: building otelcol-ig $version (cold builds take minutes)" >&2
-(cd "$work" && "$builder" --config "$manifest" >&2)
+# OCB leaves scratch folders in TMPDIR; keep them inside the work directory.
+(cd "$work" && TMPDIR="$work" "$builder" --config "$manifest" >&2)
 
 mkdir -p "$dest"
 mv "$work/_build/otelcol-ig" "$binary.tmp"

@@ -84,10 +84,10 @@ def test_every_query_parses_with_promtool(tmp_path: Path) -> None:
 
     result = _promtool("check", "rules", str(rule_file))
 
-    assert result.returncode == 0, _explain(result, rules)
+    assert result.returncode == 0, _explain(result)
 
 
-def _explain(result: subprocess.CompletedProcess[str], rules: list[dict]) -> str:
+def _explain(result: subprocess.CompletedProcess[str]) -> str:
     numbered = "\n".join(
         f"query_{index}: {query.where}" for index, query in enumerate(QUERIES)
     )
