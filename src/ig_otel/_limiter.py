@@ -296,9 +296,11 @@ class LocalAllowanceBook:
         with self._lock:
             now = self.clock()
             logs = [self._logs[b] for b in budgets]
-            wait = max((log.wait_for(now, points) for log in logs), default=0.0)
-            if enforce and wait > 0.0:
-                return Decision(False, wait, self._usage(budgets, now), now)
+            # Observe mode never waits: skip the search, which grows with overrun.
+            if enforce:
+                wait = max((log.wait_for(now, points) for log in logs), default=0.0)
+                if wait > 0.0:
+                    return Decision(False, wait, self._usage(budgets, now), now)
             for log in logs:
                 log.record(now, points)
             return Decision(True, 0.0, self._usage(budgets, now), now)

@@ -11,8 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-
-from conftest import CST, XST
+from ig_stub import CST, XST
 
 BOT = Path(__file__).parent / "bots" / "rest_bot.py"
 SECRETS = (CST, XST, "bot-api-key-secret", "bot-password-secret")

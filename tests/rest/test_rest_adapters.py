@@ -7,8 +7,7 @@ import json
 import httpx
 import pytest
 import requests
-
-from conftest import API_KEY, CST, XST
+from ig_stub import API_KEY, CST, XST
 
 SECRETS = (CST, XST, API_KEY)
 HEADERS = {"X-IG-API-KEY": API_KEY, "VERSION": "2", "CST": CST,
