@@ -18,9 +18,8 @@ from _stack import (
     load_yaml,
     manifest_version,
     otelcol_binary,
+    require,
 )
-
-from conftest import require
 
 CORE = "go.opentelemetry.io/collector"
 CONTRIB = "github.com/open-telemetry/opentelemetry-collector-contrib"

@@ -17,12 +17,11 @@ from _stack import (
     contract_series,
     load_yaml,
     metric_names,
+    require_binary,
     shipped_queries,
     unescape,
     yaml_files,
 )
-
-from conftest import require_binary
 
 QUERIES = shipped_queries()
 

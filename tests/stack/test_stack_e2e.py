@@ -29,6 +29,8 @@ from _stack import (
     PROMETHEUS_CONFIG,
     contract_series,
     otelcol_binary,
+    require,
+    require_binary,
     shipped_queries,
 )
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -45,7 +47,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from conftest import require, require_binary
 from ig_otel import _telemetry as t
 
 JOB = "ig-stack-test"
