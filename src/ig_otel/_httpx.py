@@ -89,7 +89,8 @@ def _classify(client: Any, request: Any) -> tuple[RestCall | None, bool]:
         return None, False
     url = request.url
     call = core.classify(
-        request.method, str(url), url.host, url.port, url.path, request.headers
+        request.method, url, url.host, url.port, url.path,
+        _header_view(request.headers.raw),
     )
     if call is None:
         return None, False
@@ -97,22 +98,56 @@ def _classify(client: Any, request: Any) -> tuple[RestCall | None, bool]:
     return call, _contrib_will_span(client, request)
 
 
+_VIEWED_HEADERS = {b"_method": "_method", b"version": "version"}
+
+
+def _header_view(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The few request headers IG semantics read, in one pass over raw ones."""
+    view = {}
+    for name, value in raw:
+        key = _VIEWED_HEADERS.get(name.lower())
+        if key is not None:
+            view[key] = value.decode("latin-1")
+    return view
+
+
 def _contrib_will_span(client: Any, request: Any) -> bool:
     if not is_http_instrumentation_enabled():
         return False
     try:
-        import httpx
-
-        transport = client._transport_for_url(request.url)
-        if not isinstance(transport, (httpx.HTTPTransport, httpx.AsyncHTTPTransport)):
+        transport = (
+            client._transport_for_url(request.url) if client._mounts
+            else client._transport
+        )
+        if not isinstance(transport, _http_transports()):
             return False
         if getattr(client, "_is_instrumented_by_opentelemetry", False):
             return True
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-        return bool(HTTPXClientInstrumentor().is_instrumented_by_opentelemetry)
+        return _contrib_instrumented()
     except Exception:
         return False
+
+
+def _http_transports() -> tuple[type, ...]:
+    transports = _state.get("transports")
+    if transports is None:
+        import httpx
+
+        transports = _state["transports"] = (
+            httpx.HTTPTransport, httpx.AsyncHTTPTransport,
+        )
+    return transports
+
+
+def _contrib_instrumented() -> bool:
+    instrumentor = _state.get("contrib")
+    if instrumentor is None:
+        try:
+            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        except ImportError:
+            return False
+        instrumentor = _state["contrib"] = HTTPXClientInstrumentor()
+    return bool(instrumentor.is_instrumented_by_opentelemetry)
 
 
 def _send_sync(wrapped, client, args, kwargs):

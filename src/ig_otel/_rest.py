@@ -21,15 +21,24 @@ caller's request goes on untouched.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context, trace
-from opentelemetry.metrics import Meter
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.metrics import Histogram, Meter, Observation
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+)
 
 from ig_otel import _telemetry as names
 from ig_otel._config import Config
@@ -57,6 +66,10 @@ DEMO_HOSTS = frozenset({"demo-api.ig.com", "net-demo-api.ig.com"})
 MAX_BODY_BYTES = 1 << 20
 
 _HTTP_SCOPE_PREFIX = "opentelemetry.instrumentation."
+_CAPTURE_VARIABLES = (
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE",
+)
 _HEADER_ATTRIBUTE_PREFIXES = ("http.request.header.", "http.response.header.")
 
 
@@ -70,7 +83,7 @@ def environment_of(host: str) -> Environment:
     return Environment.OTHER
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RestCall:
     """One IG REST call on its way through the instrumentation."""
 
@@ -79,7 +92,7 @@ class RestCall:
     route: Route
     environment: Environment
     api_version: str | None
-    url: str
+    url: object
     host: str
     port: int | None
     started: float = 0.0
@@ -93,7 +106,6 @@ class RestCall:
     ended: bool = False
     admission: Any = None
     request_body: Callable[[], bytes | None] | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def needs_body(self) -> bool:
@@ -104,6 +116,45 @@ class RestCall:
         if self.route.allowance is Allowance.TRADING:
             return True
         return template.startswith(("/confirms/", "/prices/"))
+
+
+class DeferredHistogram:
+    """Keeps histogram points in a plain list until the next collection.
+
+    The SDK spends over 10 us validating the attributes of each recorded
+    point; doing that at collection time keeps it off the request path.
+    Each point keeps its span context so exemplars still link to the
+    call's trace. Past ``capacity`` buffered points (no reader is
+    collecting) points are recorded at once, so memory stays bounded and
+    nothing is lost.
+    """
+
+    def __init__(self, histogram: Histogram, capacity: int = 20_000) -> None:
+        self._histogram = histogram
+        self._capacity = capacity
+        self._points: list[tuple[float, dict[str, Any], SpanContext]] = []
+        self._lock = threading.Lock()
+
+    def record(self, value: float, attributes: dict[str, Any]) -> None:
+        span_context = trace.get_current_span().get_span_context()
+        with self._lock:
+            if len(self._points) < self._capacity:
+                self._points.append((value, attributes, span_context))
+                return
+        self._histogram.record(value, attributes, _context_of(span_context))
+
+    def flush(self) -> None:
+        with self._lock:
+            points, self._points = self._points, []
+        for value, attributes, span_context in points:
+            self._histogram.record(value, attributes, _context_of(span_context))
+
+
+def _context_of(span_context: SpanContext) -> context.Context | None:
+    # Only sampled spans carry exemplars; skip building a context otherwise.
+    if not span_context.trace_flags.sampled:
+        return None
+    return trace.set_span_in_context(NonRecordingSpan(span_context))
 
 
 class _OnceLogger:
@@ -146,14 +197,16 @@ class RestInstrumentation:
         self._ig_hosts = _host_set(config.hosts)
         self._deals = DealMetrics(meter, config.capture_deals)
         self._historical_remaining: float | None = None
+        self._scrub_headers = _header_capture_on()
+        self._metric_bases: dict[tuple[str, str], dict[str, Any]] = {}
         self._create_instruments(meter)
 
     def _create_instruments(self, meter: Meter) -> None:
         spec = names.REST_REQUEST_DURATION
-        self._duration = meter.create_histogram(
+        self._duration = DeferredHistogram(meter.create_histogram(
             spec.name, spec.unit, spec.description,
             explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
-        )
+        ))
         spec = names.ALLOWANCE_EXCEEDED
         self._exceeded = meter.create_counter(spec.name, spec.unit, spec.description)
         spec = names.ALLOWANCE_HISTORICAL_REMAINING
@@ -162,8 +215,8 @@ class RestInstrumentation:
         )
 
     def _observe_historical(self, _options: Any) -> list:
-        from opentelemetry.metrics import Observation
-
+        # Runs at every collection, before histograms are read: flush first.
+        self._duration.flush()
         if self._historical_remaining is None:
             return []
         return [Observation(self._historical_remaining)]
@@ -173,13 +226,18 @@ class RestInstrumentation:
     def classify(
         self,
         method: str | bytes,
-        url: str,
+        url: object,
         host: str,
         port: int | None,
         path: str,
         headers: Mapping[str, str],
     ) -> RestCall | None:
-        """A :class:`RestCall` for a request to IG, None for any other host."""
+        """A :class:`RestCall` for a request to IG, None for any other host.
+
+        ``url`` is only turned into text when ig-otel makes the span itself;
+        ``headers`` needs ``get`` for the lower-case names ``_method`` and
+        ``version`` only.
+        """
         try:
             if not self._is_ig_host(host, port):
                 return None
@@ -197,7 +255,7 @@ class RestInstrumentation:
     def _new_call(
         self,
         method: str | bytes,
-        url: str,
+        url: object,
         host: str,
         port: int | None,
         path: str,
@@ -233,7 +291,8 @@ class RestInstrumentation:
         current = trace.get_current_span()
         if _is_http_client_span(current):
             call.span = current
-            _scrub_captured_headers(current)
+            if self._scrub_headers:
+                _scrub_captured_headers(current)
             return
         call.span = self._tracer.start_span(
             _span_name(call), kind=SpanKind.CLIENT,
@@ -388,12 +447,29 @@ class RestInstrumentation:
             if error is not None:
                 call.error_type = type(error).__qualname__
             self._duration.record(
-                max(self._clock() - call.started, 0.0), _metric_attributes(call)
+                max(self._clock() - call.started, 0.0), self._metric_attributes(call)
             )
             self._finish_span(call, error)
             self._settle(call, error)
         except Exception:
             self._errors.failure("end")
+
+    def _metric_attributes(self, call: RestCall) -> dict[str, Any]:
+        key = (call.method, call.route.template)
+        base = self._metric_bases.get(key)
+        if base is None:
+            base = _metric_base(call)
+            if len(self._metric_bases) < 4096:
+                self._metric_bases[key] = base
+        attributes = dict(base)
+        attributes[names.IG_ENVIRONMENT] = call.environment.value
+        if call.status_code is not None:
+            attributes[names.HTTP_STATUS_CODE] = call.status_code
+        if call.error_code:
+            attributes[names.IG_ERROR_CODE] = call.error_code
+        if call.error_type:
+            attributes[names.ERROR_TYPE] = call.error_type
+        return attributes
 
     def _finish_span(self, call: RestCall, error: BaseException | None) -> None:
         if not call.owns_span or call.span is None:
@@ -425,8 +501,8 @@ def _host_set(hosts: tuple[str, ...]) -> frozenset[str]:
 
 
 def _api_version(headers: Mapping[str, str]) -> str | None:
-    version = headers.get("VERSION") or headers.get("Version")
-    if version and version.strip().isdigit() and len(version.strip()) <= 2:
+    version = headers.get("version")
+    if version and len(version) <= 3 and version.strip().isdigit():
         return version.strip()
     return None
 
@@ -456,7 +532,7 @@ def _scrub_captured_headers(span: Span) -> None:
 def _own_span_attributes(call: RestCall) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         names.HTTP_METHOD: call.method,
-        names.URL_FULL: redact_url(call.url),
+        names.URL_FULL: redact_url(str(call.url)),
         names.SERVER_ADDRESS: call.host,
     }
     if call.port is not None:
@@ -467,15 +543,15 @@ def _own_span_attributes(call: RestCall) -> dict[str, Any]:
 def _request_attributes(call: RestCall, capture_deals: bool) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         names.URL_TEMPLATE: call.route.template,
-        names.HTTP_METHOD: call.method,
         names.IG_ALLOWANCE: call.route.allowance.value,
         names.IG_ENVIRONMENT: call.environment.value,
     }
     if call.original_method != call.method:
+        attributes[names.HTTP_METHOD] = call.method
         attributes[names.HTTP_METHOD_ORIGINAL] = call.original_method
     if call.api_version:
         attributes[names.IG_API_VERSION] = call.api_version
-    if capture_deals:
+    if capture_deals and call.route.variables:
         for variable, key in (
             ("epic", names.IG_EPIC),
             ("dealId", names.IG_DEAL_ID),
@@ -487,20 +563,17 @@ def _request_attributes(call: RestCall, capture_deals: bool) -> dict[str, Any]:
     return attributes
 
 
-def _metric_attributes(call: RestCall) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
+def _metric_base(call: RestCall) -> dict[str, Any]:
+    return {
         names.HTTP_METHOD: call.method,
         names.URL_TEMPLATE: call.route.template,
         names.IG_ALLOWANCE: call.route.allowance.value,
-        names.IG_ENVIRONMENT: call.environment.value,
     }
-    if call.status_code is not None:
-        attributes[names.HTTP_STATUS_CODE] = call.status_code
-    if call.error_code:
-        attributes[names.IG_ERROR_CODE] = call.error_code
-    if call.error_type:
-        attributes[names.ERROR_TYPE] = call.error_type
-    return attributes
+
+
+def _header_capture_on() -> bool:
+    """Whether the contrib instrumentations may capture headers onto spans."""
+    return any(os.environ.get(variable) for variable in _CAPTURE_VARIABLES)
 
 
 def _mark_status(span: Span, status_code: int) -> None:

@@ -96,6 +96,7 @@ def split_path(path: str) -> tuple[str, ...]:
     return tuple(segment for segment in path.split("/") if segment)
 
 
+@lru_cache(maxsize=4096)
 def match_route(method: str, path: str) -> Route:
     """Template and allowance class of an IG REST call.
 
@@ -127,13 +128,12 @@ def effective_method(method: str | bytes, headers: Mapping[str, str]) -> str:
     """
     if isinstance(method, bytes):
         method = method.decode("ascii", "replace")
-    override = headers.get(METHOD_OVERRIDE_HEADER)
+    override = headers.get(METHOD_OVERRIDE_HEADER) if headers else None
     if override and override.strip():
         return override.strip().upper()
     return method.upper()
 
 
-@lru_cache(maxsize=1024)
 def _match_segments(
     segments: tuple[str, ...],
 ) -> tuple[str, tuple[tuple[str, str], ...]]:
