@@ -160,19 +160,29 @@ def _send_sync(wrapped, client, args, kwargs):
     if contrib:
         token = _PENDING.set(call)
         try:
-            return _run_deferred(core, call, request, wrapped, args, kwargs)
+            return _run_deferred(core, call, client, request, wrapped, args, kwargs)
         finally:
             _PENDING.reset(token)
     return _run_owned(core, call, client, request, wrapped, args, kwargs)
 
 
-def _guarded(request: Any) -> bool:
-    return bool(request.extensions.get(GUARDED_EXTENSION, False))
-
-
-def _run_deferred(core, call, request, wrapped, args, kwargs):
+def _guarded(client: Any, request: Any) -> bool:
+    """Whether ig-otel's own pooled transport guards this request already."""
+    if request.extensions.get(GUARDED_EXTENSION, False):
+        return True
     try:
-        core.admit(call, _guarded(request))
+        transport = (
+            client._transport_for_url(request.url) if client._mounts
+            else client._transport
+        )
+    except Exception:
+        return False
+    return bool(getattr(transport, "ig_otel_guarded", False))
+
+
+def _run_deferred(core, call, client, request, wrapped, args, kwargs):
+    try:
+        core.admit(call, _guarded(client, request))
         response = wrapped(*args, **kwargs)
     except BaseException as error:
         _end_unbegun(core, call, error)
@@ -185,7 +195,7 @@ def _run_owned(core, call, client, request, wrapped, args, kwargs):
     core.begin(call)
     _inject(request)
     try:
-        core.admit(call, _guarded(request))
+        core.admit(call, _guarded(client, request))
         with _maybe_suppressed(client):
             response = wrapped(*args, **kwargs)
     except BaseException as error:
@@ -207,7 +217,7 @@ async def _send_async(wrapped, client, args, kwargs):
         token = _PENDING.set(call)
         try:
             try:
-                await core.admit_async(call, _guarded(request))
+                await core.admit_async(call, _guarded(client, request))
                 response = await wrapped(*args, **kwargs)
             except BaseException as error:
                 _end_unbegun(core, call, error)
@@ -220,7 +230,7 @@ async def _send_async(wrapped, client, args, kwargs):
     core.begin(call)
     _inject(request)
     try:
-        await core.admit_async(call, _guarded(request))
+        await core.admit_async(call, _guarded(client, request))
         with _maybe_suppressed(client):
             response = await wrapped(*args, **kwargs)
     except BaseException as error:

@@ -87,13 +87,13 @@ class IGInstrumentor(BaseInstrumentor):
         meter_provider = kwargs.get("meter_provider")
         tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider)
-        self._core = RestInstrumentation(
-            config, tracer, meter, guard=_build_guard(config, meter_provider)
-        )
+        guard = _build_guard(config, meter_provider)
+        self._core = RestInstrumentation(config, tracer, meter, guard=guard)
         for name in _REST_ADAPTERS:
             self._attach(name, self._core)
         for name in _STREAM_ADAPTERS:
             self._attach(name, config, tracer_provider, meter_provider)
+        self._health = _start_health(config)
 
     def _attach(self, module_name: str, *args: Any) -> None:
         try:
@@ -108,6 +108,10 @@ class IGInstrumentor(BaseInstrumentor):
         self._adapters.append(module)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        health = getattr(self, "_health", None)
+        if health is not None:
+            health.close()
+            self._health = None
         for module in reversed(getattr(self, "_adapters", [])):
             try:
                 module.uninstrument()
@@ -115,6 +119,24 @@ class IGInstrumentor(BaseInstrumentor):
                 _log.exception("ig-otel could not uninstrument %s", module.__name__)
         self._adapters = []
         self._core = None
+
+
+def _start_health(config: Config) -> Any:
+    """Serve /livez and /readyz when ``health_address`` is set."""
+    if config.health_address is None:
+        return None
+    try:
+        from ig_otel._health import start_health_server
+
+        server = start_health_server(config.health_address)
+    except Exception:
+        _log.exception(
+            "ig-otel could not serve health endpoints on %s:%s",
+            *config.health_address,
+        )
+        return None
+    _log.info("ig-otel serves /livez and /readyz on %s:%s", *config.health_address)
+    return server
 
 
 def _report_config_error(error: ConfigError) -> None:
