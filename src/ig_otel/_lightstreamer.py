@@ -47,7 +47,9 @@ __all__ = ["instrument", "uninstrument"]
 _log = logging.getLogger(__name__)
 
 _MODULE = "lightstreamer.client"
-_CLIENT_METHODS = ("__init__", "connect", "subscribe", "unsubscribe", "getListeners")
+_CLIENT_METHODS = (
+    "__init__", "connect", "disconnect", "subscribe", "unsubscribe", "getListeners"
+)
 _SUBSCRIPTION_METHODS = ("getListeners",)
 
 _lock = threading.Lock()
@@ -123,6 +125,7 @@ def _patch(module: Any) -> None:
     wrappers = {
         "__init__": _client_init,
         "connect": _client_connect,
+        "disconnect": _client_disconnect,
         "subscribe": _client_subscribe,
         "unsubscribe": _client_unsubscribe,
         "getListeners": _hide_watchers,
@@ -164,6 +167,13 @@ def _client_connect(wrapped, instance, args, kwargs):
     watch = _attach(instance)
     if watch is not None:
         watch.connecting()
+    return wrapped(*args, **kwargs)
+
+
+def _client_disconnect(wrapped, instance, args, kwargs):
+    watch = _clients.get(instance)
+    if watch is not None:
+        watch.disconnecting()
     return wrapped(*args, **kwargs)
 
 
@@ -230,6 +240,12 @@ class _ClientWatch:
 
     def connecting(self) -> None:
         self._start_span()
+
+    def disconnecting(self) -> None:
+        try:
+            self.monitor.closed_by_application()
+        except Exception:
+            _warn_once("disconnect")
 
     def subscribing(self, subscription: Any) -> None:
         if not self._state.enabled:

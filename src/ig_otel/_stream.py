@@ -18,7 +18,11 @@ Status: the SDK's raw status string is kept as detail and mapped to
 threshold reports ``stalled``; this is evaluated when the instruments are
 collected (and on every status change), and each coarse change emits an
 ``ig.stream.status_change`` event (INFO for connecting/connected, WARN for
-stalled/disconnected).
+stalled/disconnected) and is reported to the health registry (``/readyz``)
+under the monitor's name. A session the application closes on purpose is
+withdrawn from the registry until it connects again. Adapters run a
+:class:`StallWatchdog` so a stall is noticed within a second or so even when
+no metric reader collects.
 
 Lag: server timestamp to arrival, on the wall clock:
 
@@ -47,12 +51,14 @@ and strides go back to 1. So the histogram's count is the number of lag
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from opentelemetry import metrics, trace
@@ -69,6 +75,8 @@ from ig_otel._version import __version__
 
 __all__ = [
     "LAG_BUFFER",
+    "HealthSink",
+    "StallWatchdog",
     "StreamExporter",
     "StreamInstrumentation",
     "StreamMonitor",
@@ -96,6 +104,14 @@ TIME_FIELDS = {
 }
 
 _STATUSES = tuple(StreamStatus)
+
+
+class HealthSink(Protocol):
+    """Where status changes go for ``/readyz`` (a ``HealthRegistry``)."""
+
+    def set_stream_status(self, name: str, status: StreamStatus) -> None: ...
+
+    def forget_stream(self, name: str) -> None: ...
 
 
 def coarse_status(raw: str) -> StreamStatus:
@@ -242,7 +258,12 @@ class StreamMonitor:
         wall_clock: Callable[[], float] = time.time,
         deals: DealMetrics | None = None,
         emit: Callable[..., None] = emit_event,
+        name: str = "lightstreamer",
+        health: HealthSink | None = None,
     ) -> None:
+        self.name = name
+        self._health = health
+        self._health_on = True
         self._epics = epics or EpicPolicy()
         self.stall_seconds = stall_seconds
         self.clock = clock
@@ -250,6 +271,7 @@ class StreamMonitor:
         self._deals = deals
         self._emit = emit
         self._lock = threading.Lock()
+        self._status_lock = threading.Lock()
 
         self.raw_status = "DISCONNECTED"
         self.reported_status = StreamStatus.DISCONNECTED
@@ -351,7 +373,9 @@ class StreamMonitor:
     def status(self, raw: str) -> None:
         """The client reported a status string (SDK form)."""
         coarse = coarse_status(raw)
-        if coarse is StreamStatus.CONNECTED:
+        if coarse is StreamStatus.CONNECTING:
+            self._health_on = True
+        elif coarse is StreamStatus.CONNECTED:
             if self._was_lost:
                 self.reconnects += 1
             self._was_lost = False
@@ -376,12 +400,44 @@ class StreamMonitor:
         return 0.0 if last is None else max(self.clock() - last, 0.0)
 
     def poll(self) -> StreamStatus:
-        """Re-evaluate the status and emit an event if it changed."""
+        """Re-evaluate the status; on a change, emit an event and tell health."""
         status = self.current_status()
-        if status is not self.reported_status:
+        if status is self.reported_status:
+            return status
+        # The SDK thread, the watchdog and a collection may poll at once.
+        with self._status_lock:
+            if status is self.reported_status:
+                return status
             self.reported_status = status
             self._status_event(status)
+            self._report_health(status)
         return status
+
+    def closed_by_application(self) -> None:
+        """The application closed the session on purpose: leave ``/readyz``.
+
+        The status still moves to ``disconnected``; the stream comes back to
+        the health registry when it connects again.
+        """
+        self._health_on = False
+        health = self._health
+        if health is None:
+            return
+        try:
+            health.forget_stream(self.name)
+        except Exception:  # health reporting must never break the stream
+            _log.debug("could not withdraw stream %s from health", self.name,
+                       exc_info=True)
+
+    def _report_health(self, status: StreamStatus) -> None:
+        health = self._health
+        if health is None or not self._health_on:
+            return
+        try:
+            health.set_stream_status(self.name, status)
+        except Exception:  # health reporting must never break the stream
+            _log.debug("could not report stream %s to health", self.name,
+                       exc_info=True)
 
     def _status_event(self, status: StreamStatus) -> None:
         severity = (
@@ -451,6 +507,7 @@ class StreamExporter:
         self._retired_state: list[tuple[weakref.ref, _Totals]] = []
         self._retired = _Totals()
         self._lock = threading.Lock()
+        self._watchdog = StallWatchdog(self)
         spec = names.STREAM_UPDATE_LAG
         self._lag = meter.create_histogram(
             spec.name, spec.unit, spec.description,
@@ -479,6 +536,20 @@ class StreamExporter:
             self._monitors.add(monitor)
             totals = _Totals.of(monitor)
             self._retired_state.append((weakref.ref(monitor), totals))
+        self._watchdog.ensure_running()
+
+    def poll_all(self) -> int:
+        """Re-evaluate every live monitor's status; how many there are."""
+        monitors = self._live()
+        for monitor in monitors:
+            monitor.poll()
+        return len(monitors)
+
+    def poll_interval(self) -> float:
+        """How often the watchdog polls: a quarter of the shortest stall time."""
+        stalls = [m.stall_seconds for m in self._live()]
+        shortest = min(stalls, default=4.0)
+        return min(max(shortest / 4.0, 0.05), 1.0)
 
     def _live(self) -> list[StreamMonitor]:
         with self._lock:
@@ -568,6 +639,47 @@ class StreamExporter:
             yield Observation(count, {names.IG_STREAM_ERROR_CODE: code})
 
 
+class StallWatchdog:
+    """A daemon thread that polls live monitors so stalls show promptly.
+
+    Without it a stall would be noticed only at the next metric collection
+    (a minute apart by default) or the next status change. It runs while at
+    least one monitor is alive and stops by itself after the last one.
+    """
+
+    def __init__(self, exporter: StreamExporter) -> None:
+        self._exporter = weakref.ref(exporter)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def ensure_running(self) -> None:
+        """Start the thread unless it runs already."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="ig-otel-stream-watchdog", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            exporter = self._exporter()
+            if exporter is None:
+                return
+            try:
+                if exporter.poll_all() == 0:
+                    with self._lock:
+                        self._thread = None
+                    return
+                interval = exporter.poll_interval()
+            except Exception:  # never let the watchdog die noisily
+                _log.debug("stream watchdog poll failed", exc_info=True)
+                interval = 1.0
+            del exporter
+            time.sleep(interval)
+
+
 class _Totals:
     """Cumulative counts of one monitor (kept after it dies) or of many."""
 
@@ -637,6 +749,7 @@ class StreamInstrumentation:
         config: Config | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        health: HealthSink | None = None,
     ) -> None:
         config = config or Config()
         provider = meter_provider or metrics.get_meter_provider()
@@ -645,14 +758,34 @@ class StreamInstrumentation:
         self.stall_seconds = config.stream_stall_seconds
         self.capture_deals = config.capture_deals
         self.tracer = trace.get_tracer(names.SCOPE, __version__, tracer_provider)
+        self.health = health if health is not None else _default_health()
         self.enabled = True
 
-    def new_monitor(self) -> StreamMonitor:
-        """A monitor exported by this instrumentation's meter provider."""
+    def new_monitor(self, kind: str = "lightstreamer") -> StreamMonitor:
+        """A monitor exported by this instrumentation's meter provider.
+
+        Its health name is ``kind`` and a process-wide sequence number, for
+        example ``lightstreamer-1`` or ``tlcp-2``.
+        """
         monitor = StreamMonitor(
             epics=self.epics,
             stall_seconds=self.stall_seconds,
             deals=self.exporter.deals,
+            name=f"{kind}-{next(_MONITOR_NUMBERS)}",
+            health=self.health,
         )
         self.exporter.add(monitor)
         return monitor
+
+
+_MONITOR_NUMBERS = itertools.count(1)
+
+
+def _default_health() -> HealthSink | None:
+    try:
+        from ig_otel._health import default_registry
+
+        return default_registry()
+    except Exception:  # health is optional; the stream works without it
+        _log.debug("no health registry for streams", exc_info=True)
+        return None

@@ -30,6 +30,7 @@ names are never copied into telemetry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
@@ -135,6 +136,9 @@ def _patch(module: Any) -> None:
     async def observed_recv(self, *args: Any, **kwargs: Any) -> Any:
         try:
             message = await recv(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            # A timeout around recv() cancels it; the connection lives on.
+            raise
         except BaseException:
             _closed(self)
             raise
@@ -154,7 +158,7 @@ def _patch(module: Any) -> None:
         return await send(self, message, *args, **kwargs)
 
     async def observed_close(self, *args: Any, **kwargs: Any) -> Any:
-        _closed(self, "DISCONNECTED")
+        _closed(self, "DISCONNECTED", on_purpose=True)
         return await close(self, *args, **kwargs)
 
     observed_recv.__wrapped__ = recv  # type: ignore[attr-defined]
@@ -195,11 +199,15 @@ def _is_tlcp(connection: Any) -> bool:
     return str(path).split("?", 1)[0].rstrip("/").endswith("/lightstreamer")
 
 
-def _closed(connection: Any, raw_status: str = "DISCONNECTED:WILL-RETRY") -> None:
+def _closed(
+    connection: Any,
+    raw_status: str = "DISCONNECTED:WILL-RETRY",
+    on_purpose: bool = False,
+) -> None:
     try:
         watch = _watches.get(connection)
         if watch is not None:
-            watch.closed(raw_status)
+            watch.closed(raw_status, on_purpose)
     except Exception:
         _warn_once("close handling")
 
@@ -285,7 +293,7 @@ class _Watch:
 
     def _open(self, session: _Session | None) -> None:
         if session is None:
-            session = _Session(self._state.new_monitor())
+            session = _Session(self._state.new_monitor("tlcp"))
         self.session = session
         session.monitor.status("CONNECTING")
         if self._span is None:
@@ -298,7 +306,12 @@ class _Watch:
         assert session is not None
         operation = params.get("LS_op")
         sub_id = params.get("LS_subId", "")
-        if operation == "add" and sub_id:
+        if operation == "destroy":
+            # The application ends the session; the socket closing next is
+            # not a loss.
+            session.monitor.closed_by_application()
+            self._finish("DISCONNECTED", None)
+        elif operation == "add" and sub_id:
             fields = params.get("LS_schema", "").split(" ")
             items = params.get("LS_group", "").split(" ")
             monitor = session.monitor
@@ -441,12 +454,16 @@ class _Watch:
                 span.set_attribute(names.IG_STREAM_STATUS_DETAIL, detail)
             _end(span, code)
 
-    def closed(self, raw_status: str) -> None:
+    def closed(self, raw_status: str, on_purpose: bool = False) -> None:
         """The WebSocket closed: by the application, or under it (recv raised)."""
         session = self.session
         if session is None or self._ended:
+            # Already ended by the server (END, ERROR, LOOP...): closing the
+            # socket now is cleanup, not the application giving up.
             return
         self._ended = True
+        if on_purpose:
+            session.monitor.closed_by_application()
         session.monitor.status(raw_status)
         self._end_span(-1, raw_status)
 

@@ -1,222 +1,286 @@
-"""The Lightstreamer SDK (unmodified) against a TLCP server on loopback."""
+"""The unmodified Lightstreamer SDK 2.x against the simulator, instrumented."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from typing import Any
 
 import pytest
 
 from ig_otel import _lightstreamer
 from ig_otel import _telemetry as names
-from ig_otel._config import Config
-from ig_otel._deals import TRACKER
 
-from .conftest import ACCOUNT, PASSWORD, value_of, wait_for
+from .conftest import (
+    EPIC,
+    STALL_SECONDS,
+    assert_no_secrets,
+    login,
+    ls_password,
+    open_position,
+    secrets_of,
+    stream_health,
+    wait_for,
+)
 
 ls = pytest.importorskip("lightstreamer.client")
-SECRETS = ("secretcst123", "secretxst456", ACCOUNT, PASSWORD)
+pytestmark = pytest.mark.ls2
 
-
-@pytest.fixture
-def instrumented(telemetry, fresh_metrics) -> Iterator:
-    config = Config(stream_stall_seconds=0.6, stream_epics=("*",))
-    _lightstreamer.instrument(
-        config,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=fresh_metrics.provider,
-    )
-    yield fresh_metrics
-    _lightstreamer.uninstrument()
+TICK_FIELDS = ["BID", "OFR", "LTV", "UTM"]
 
 
 class Recorder:
+    """The application's own client and subscription listener."""
+
     def __init__(self) -> None:
         self.statuses: list[str] = []
         self.updates = 0
-        self.subscribed = False
+        self.values: list[dict[str, Any]] = []
+        self.subscribed = threading.Event()
+        self.unsubscribed = threading.Event()
 
-    def onStatusChange(self, status):
+    def onStatusChange(self, status: str) -> None:
         self.statuses.append(status)
 
-    def onItemUpdate(self, update):
+    def onItemUpdate(self, update: Any) -> None:
         self.updates += 1
+        self.values.append(dict(update.getChangedFields()))
 
-    def onSubscription(self):
-        self.subscribed = True
+    def onSubscription(self) -> None:
+        self.subscribed.set()
+
+    def onUnsubscription(self) -> None:
+        self.unsubscribed.set()
+
+    @property
+    def status(self) -> str:
+        return self.statuses[-1] if self.statuses else ""
 
 
-def connect(server, recorder):
-    client = ls.LightstreamerClient(server.url, None)
-    client.connectionDetails.setPassword(PASSWORD)
-    client.connectionDetails.setUser(ACCOUNT)
+def connect(sim, password: str, *, fast_retries: bool = False):
+    client = ls.LightstreamerClient(sim.stream_url, None)
+    client.connectionDetails.setPassword(password)
+    if fast_retries:
+        options = client.connectionOptions
+        options.setRetryDelay(200)
+        options.setFirstRetryMaxDelay(100)
+    recorder = Recorder()
     client.addListener(recorder)
     client.connect()
-    return client
+    return client, recorder
 
 
-def price_subscription(recorder):
-    subscription = ls.Subscription(
-        "MERGE",
-        [f"PRICE:{ACCOUNT}:CS.D.EURUSD.MINI.IP"],
-        ["BIDPRICE1", "ASKPRICE1", "TIMESTAMP"],
-    )
-    subscription.setDataAdapter("Pricing")
-    subscription.addListener(recorder)
-    return subscription
-
-
-def no_secrets(telemetry, metrics) -> None:
-    texts = [str(span.to_json()) for span in telemetry.finished_spans()]
-    texts += [
-        f"{item.log_record.attributes} {item.log_record.body}"
-        for item in telemetry.logs.get_finished_logs()
-    ]
-    data = metrics.reader.get_metrics_data()
-    texts.append(data.to_json() if data else "")
-    for text in texts:
-        for secret in SECRETS:
-            assert secret not in text
-
-
-def test_updates_lag_status_and_spans_of_an_sdk_session(
-    tlcp_server, instrumented, telemetry
-):
-    tlcp_server.script.updates = 20
+def subscribe(client, mode: str, item: str, fields: list[str], adapter=None):
+    subscription = ls.Subscription(mode, [item], fields)
+    if adapter:
+        subscription.setDataAdapter(adapter)
     recorder = Recorder()
-    client = connect(tlcp_server, recorder)
-    subscription = price_subscription(recorder)
+    subscription.addListener(recorder)
     client.subscribe(subscription)
-    try:
-        assert wait_for(lambda: recorder.updates >= 20)
-        points = instrumented.points(names.STREAM_UPDATES.name)
-        assert value_of(points, **{names.IG_STREAM_ITEM_KIND: "PRICE"}) == 20
-        assert value_of(points, **{names.IG_STREAM_EPIC: "CS.D.EURUSD.MINI.IP"}) == 20
-        [lag] = instrumented.points(names.STREAM_UPDATE_LAG.name)
-        assert lag.count == 20
-        assert 0.0 <= lag.sum / lag.count < 1.0
-        status = instrumented.points(names.STREAM_STATUS.name)
-        assert value_of(status, **{names.IG_STREAM_STATUS: "connected"}) == 1
-        subs = instrumented.points(names.STREAM_SUBSCRIPTIONS.name)
-        assert value_of(subs, **{names.IG_STREAM_ITEM_KIND: "PRICE"}) == 1
-        assert client.getListeners() == [recorder]
-        assert subscription.getListeners() == [recorder]
-    finally:
-        client.unsubscribe(subscription)
-        client.disconnect()
+    return subscription, recorder
 
-    spans = {span.name: span for span in telemetry.finished_spans()}
-    session = spans[names.SPAN_STREAM_SESSION]
+
+def disconnect(client, recorder: Recorder) -> None:
+    client.disconnect()
+    wait_for(lambda: recorder.status == "DISCONNECTED", timeout=5)
+
+
+def monitor_of(client):
+    return _lightstreamer._clients[client].monitor
+
+
+def test_updates_lag_status_subscriptions_and_spans_of_a_session(
+    simulator, instrumented, telemetry
+):
+    rest = login(simulator)
+    client, status = connect(simulator, ls_password(rest))
+    price, prices = subscribe(
+        client, "MERGE", f"PRICE:{simulator.account_id}:{EPIC}",
+        ["BIDPRICE1", "ASKPRICE1", "TIMESTAMP"], adapter="Pricing",
+    )
+    tick, ticks = subscribe(client, "DISTINCT", f"CHART:{EPIC}:TICK", TICK_FIELDS)
+    try:
+        wait_for(lambda: prices.updates >= 10 and ticks.updates >= 10)
+        assert instrumented.value(
+            names.STREAM_STATUS.name, **{names.IG_STREAM_STATUS: "connected"}
+        ) == 1
+        subscriptions = instrumented.points(names.STREAM_SUBSCRIPTIONS.name)
+        assert {p.attributes[names.IG_STREAM_ITEM_KIND]: p.value
+                for p in subscriptions if p.value} == {"PRICE": 1, "CHART_TICK": 1}
+        assert client.getListeners() == [status]
+        assert price.getListeners() == [prices]
+        name = monitor_of(client).name
+        assert stream_health()[name] == "connected"
+
+        # Unsubscribed, both listeners have seen every update: counts agree.
+        client.unsubscribe(price)
+        client.unsubscribe(tick)
+        assert prices.unsubscribed.wait(5) and ticks.unsubscribed.wait(5)
+        updates = instrumented.points(names.STREAM_UPDATES.name)
+        by_kind = {p.attributes[names.IG_STREAM_ITEM_KIND]: p for p in updates}
+        assert by_kind["PRICE"].value == prices.updates
+        assert by_kind["CHART_TICK"].value == ticks.updates
+        assert by_kind["PRICE"].attributes[names.IG_STREAM_EPIC] == EPIC
+        assert by_kind["CHART_TICK"].attributes[names.IG_STREAM_MODE] == "DISTINCT"
+        lags = {p.attributes[names.IG_STREAM_ITEM_KIND]: p
+                for p in instrumented.points(names.STREAM_UPDATE_LAG.name)}
+        assert lags["PRICE"].count >= 10 and lags["CHART_TICK"].count >= 10
+        for lag in lags.values():
+            assert 0.0 <= lag.sum / lag.count < 1.0
+    finally:
+        disconnect(client, status)
+
+    # Closed on purpose: disconnected, and no longer part of readiness.
+    assert instrumented.value(
+        names.STREAM_STATUS.name, **{names.IG_STREAM_STATUS: "disconnected"}
+    ) == 1
+    assert name not in stream_health()
+    spans = telemetry.finished_spans()
+    [session] = [s for s in spans if s.name == names.SPAN_STREAM_SESSION]
     assert session.attributes[names.IG_STREAM_STATUS] == "connected"
     assert session.attributes[names.SERVER_ADDRESS] == "127.0.0.1"
-    subscribe = spans[names.SPAN_STREAM_SUBSCRIBE]
-    assert subscribe.attributes[names.IG_STREAM_ITEM_KIND] == "PRICE"
-    assert subscribe.end_time - subscribe.start_time < 5e9
-    events = telemetry.events(names.EVENT_STREAM_STATUS_CHANGE)
-    assert "connected" in [e.attributes[names.IG_STREAM_STATUS] for e in events]
-    no_secrets(telemetry, instrumented)
+    subscribes = [s for s in spans if s.name == names.SPAN_STREAM_SUBSCRIBE]
+    assert sorted(s.attributes[names.IG_STREAM_ITEM_KIND] for s in subscribes) == [
+        "CHART_TICK", "PRICE"]
+    assert_no_secrets(telemetry, instrumented, secrets_of(simulator, rest))
 
 
-def test_a_silent_stream_is_reported_stalled(tlcp_server, instrumented, telemetry):
-    tlcp_server.script.updates = 1
-    recorder = Recorder()
-    client = connect(tlcp_server, recorder)
-    client.subscribe(price_subscription(recorder))
+def test_stream_stall_moves_silence_status_and_readiness(
+    simulator, instrumented, telemetry
+):
+    rest = login(simulator)
+    client, status = connect(simulator, ls_password(rest))
+    _, ticks = subscribe(client, "DISTINCT", f"CHART:{EPIC}:TICK", TICK_FIELDS)
     try:
-        assert wait_for(lambda: recorder.updates >= 1)
-        tlcp_server.script.stall = True
-
-        def stalled():
-            points = instrumented.points(names.STREAM_STATUS.name)
-            return value_of(points, **{names.IG_STREAM_STATUS: "stalled"}) == 1
-
-        assert wait_for(stalled, timeout=5)
-        [silence] = instrumented.points(names.STREAM_SILENCE.name)
-        assert silence.value > 0.6
+        wait_for(lambda: ticks.updates >= 3)
+        name = monitor_of(client).name
+        simulator.set_scenario("stream-stall")
+        # The watchdog notices the silence; no metric collection is needed.
+        wait_for(lambda: stream_health().get(name) == "stalled", timeout=5)
         events = telemetry.events(names.EVENT_STREAM_STATUS_CHANGE)
-        stalled_events = [
-            e for e in events if e.attributes[names.IG_STREAM_STATUS] == "stalled"
-        ]
-        assert stalled_events and stalled_events[0].severity_text == "WARN"
+        stalled = [e for e in events
+                   if e.attributes[names.IG_STREAM_STATUS] == "stalled"]
+        assert stalled and stalled[0].severity_text == "WARN"
+        [silence] = instrumented.points(names.STREAM_SILENCE.name)
+        assert silence.value > STALL_SECONDS
+        assert instrumented.value(
+            names.STREAM_STATUS.name, **{names.IG_STREAM_STATUS: "stalled"}
+        ) == 1
+        assert default_readiness_warns(name)
+
+        simulator.clear_scenario("stream-stall")
+        wait_for(lambda: stream_health().get(name) == "connected", timeout=10)
+        assert instrumented.value(
+            names.STREAM_STATUS.name, **{names.IG_STREAM_STATUS: "connected"}
+        ) == 1
     finally:
-        client.disconnect()
+        disconnect(client, status)
 
 
-def test_server_ending_the_session_counts_a_reconnect(
-    tlcp_server, instrumented, telemetry
+def default_readiness_warns(name: str) -> bool:
+    from ig_otel._health import default_registry
+
+    document = default_registry().readiness()
+    return document["status"] == "warn" and f"ig-stream-{name}:status" in (
+        document["output"])
+
+
+def test_ended_sessions_and_a_reconnect_storm_count_reconnects(
+    simulator, instrumented, telemetry
 ):
-    tlcp_server.script.updates = 3
-    tlcp_server.script.end_after_updates = 2
-    recorder = Recorder()
-    client = connect(tlcp_server, recorder)
-    client.subscribe(price_subscription(recorder))
+    rest = login(simulator)
+    client, status = connect(simulator, ls_password(rest), fast_retries=True)
+    _, ticks = subscribe(client, "DISTINCT", f"CHART:{EPIC}:TICK", TICK_FIELDS)
     try:
-        def reconnected():
+        wait_for(lambda: ticks.updates >= 2)
+        assert simulator.end_stream_sessions(48) == 1
+
+        def reconnects() -> float:
             points = instrumented.points(names.STREAM_RECONNECTS.name)
-            return points and points[0].value >= 1
+            return points[0].value if points else 0
 
-        assert wait_for(reconnected, timeout=15)
-        assert "DISCONNECTED:WILL-RETRY" in recorder.statuses
-        errors = instrumented.points(names.STREAM_ERRORS.name)
-        assert value_of(errors, **{names.IG_STREAM_ERROR_CODE: "48"}) >= 0
+        wait_for(lambda: reconnects() >= 1 and status.status.startswith(
+            "CONNECTED:"), timeout=10)
+        simulator.set_scenario("reconnect-storm", count=2, after_seconds=0.1)
+        assert simulator.end_stream_sessions(48) == 1
+        wait_for(lambda: reconnects() >= 4 and status.status.startswith(
+            "CONNECTED:"), timeout=15)
+        assert status.statuses.count("DISCONNECTED:WILL-RETRY") == reconnects()
+        count = ticks.updates
+        wait_for(lambda: ticks.updates > count)
     finally:
-        tlcp_server.script.end_after_updates = None
-        client.disconnect()
-    sessions = [
-        s for s in telemetry.finished_spans() if s.name == names.SPAN_STREAM_SESSION
-    ]
-    assert len(sessions) >= 2
+        disconnect(client, status)
+    sessions = [s for s in telemetry.finished_spans()
+                if s.name == names.SPAN_STREAM_SESSION]
+    assert len(sessions) >= 5
 
 
-def test_streamed_confirms_give_confirmation_latency(
-    tlcp_server, instrumented, telemetry
+def test_deal_confirmed_on_the_stream_has_stream_latency(
+    simulator, instrumented, telemetry
 ):
-    tlcp_server.script.deal_reference = "SDKREF00001"
-    tlcp_server.script.deal_status = "REJECTED"
-    TRACKER.sent("SDKREF00001")
-    recorder = Recorder()
-    client = connect(tlcp_server, recorder)
-    subscription = ls.Subscription(
-        "DISTINCT", [f"TRADE:{ACCOUNT}"], ["CONFIRMS", "OPU", "WOU"]
-    )
-    subscription.addListener(recorder)
-    client.subscribe(subscription)
+    rest = login(simulator)
+    client, status = connect(simulator, ls_password(rest))
+    _, trades = subscribe(client, "DISTINCT", f"TRADE:{simulator.account_id}",
+                          ["CONFIRMS", "OPU", "WOU"])
     try:
-        assert wait_for(lambda: recorder.updates >= 1)
-
-        def confirmed():
-            return instrumented.points(names.DEAL_CONFIRMATION_LATENCY.name)
-
-        assert wait_for(confirmed)
-        [latency] = instrumented.points(names.DEAL_CONFIRMATION_LATENCY.name)
-        assert latency.attributes == {names.IG_CONFIRMATION_SOURCE: "stream"}
-        counts = instrumented.points(names.DEAL_CONFIRMATIONS.name)
-        assert value_of(counts, **{names.IG_DEAL_STATUS: "REJECTED"}) == 1
-        rejected = telemetry.events(names.EVENT_DEAL_REJECTED)
-        assert rejected[0].attributes[names.IG_DEAL_REASON] == "MARKET_CLOSED"
+        assert trades.subscribed.wait(5)
+        simulator.set_scenario("slow-confirms", rest_seconds=0.0,
+                               stream_seconds=0.3)
+        open_position(rest, simulator)
+        wait_for(lambda: any("CONFIRMS" in v and v["CONFIRMS"]
+                             for v in trades.values))
+        simulator.clear_scenario("slow-confirms")
+        simulator.set_scenario("rejected-deals", reasons="MARKET_CLOSED")
+        open_position(rest, simulator)
+        wait_for(lambda: instrumented.value(
+            names.DEAL_CONFIRMATIONS.name, **{names.IG_DEAL_STATUS: "REJECTED"}))
     finally:
-        client.disconnect()
-    no_secrets(telemetry, instrumented)
+        disconnect(client, status)
+
+    confirmations = instrumented.points(names.DEAL_CONFIRMATIONS.name)
+    assert {(p.attributes[names.IG_DEAL_STATUS],
+             p.attributes[names.IG_CONFIRMATION_SOURCE]): p.value
+            for p in confirmations} == {("ACCEPTED", "stream"): 1,
+                                        ("REJECTED", "stream"): 1}
+    [latency] = instrumented.points(names.DEAL_CONFIRMATION_LATENCY.name)
+    assert latency.attributes == {names.IG_CONFIRMATION_SOURCE: "stream"}
+    assert latency.count == 2
+    assert latency.max >= 0.3
+    [rejected] = telemetry.events(names.EVENT_DEAL_REJECTED)
+    assert rejected.attributes[names.IG_DEAL_REASON] == "MARKET_CLOSED"
+    assert_no_secrets(telemetry, instrumented, secrets_of(simulator, rest))
 
 
-def test_a_failing_listener_path_never_reaches_the_application(
-    tlcp_server, instrumented
-):
-    recorder = Recorder()
-    client = connect(tlcp_server, recorder)
-    subscription = ls.Subscription("MERGE", ["MARKET:CS.D.EURUSD.MINI.IP"], ["BID"])
-    subscription.addListener(recorder)
-    subscription_watch = None
-    client.subscribe(subscription)
+def test_malformed_frames_leave_the_counts_exact(simulator, instrumented):
+    simulator.set_scenario("malformed-frames", probability=1.0)
+    rest = login(simulator)
+    client, status = connect(simulator, ls_password(rest))
+    subscription, ticks = subscribe(client, "DISTINCT", f"CHART:{EPIC}:TICK",
+                                    TICK_FIELDS)
     try:
-        assert wait_for(lambda: recorder.updates >= 5)
-        watch = _lightstreamer._clients[client]
-        subscription_watch = watch._subscriptions[subscription]
-        subscription_watch._view = None  # every later update now fails inside
-        before = recorder.updates
-        tlcp_server.script.updates = 3
+        wait_for(lambda: ticks.updates >= 5)
         client.unsubscribe(subscription)
-        client.subscribe(subscription)
-        assert wait_for(lambda: recorder.updates >= before + 3)
-        assert recorder.statuses[-1] == "CONNECTED:WS-STREAMING"
+        assert ticks.unsubscribed.wait(5)
+        assert instrumented.value(names.STREAM_UPDATES.name) == ticks.updates
+        assert status.status == "CONNECTED:WS-STREAMING"
     finally:
-        client.disconnect()
+        disconnect(client, status)
+
+
+def test_a_failing_watcher_never_reaches_the_application(
+    simulator, instrumented, monkeypatch
+):
+    monkeypatch.setattr(_lightstreamer, "_warned", set())
+    rest = login(simulator)
+    client, status = connect(simulator, ls_password(rest))
+    subscription, ticks = subscribe(client, "MERGE", f"MARKET:{EPIC}",
+                                    ["BID", "UPDATE_TIME"])
+    try:
+        wait_for(lambda: ticks.updates >= 2)
+        watch = _lightstreamer._clients[client]._subscriptions[subscription]
+        watch._view = None  # every later update now fails inside the watcher
+        count = ticks.updates
+        wait_for(lambda: ticks.updates >= count + 3)
+        assert status.status == "CONNECTED:WS-STREAMING"
+        assert "update listener failed" in instrumented.logs.text
+    finally:
+        disconnect(client, status)

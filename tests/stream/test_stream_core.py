@@ -340,3 +340,61 @@ def test_streamed_confirmation_is_counted_and_timed(fresh_metrics):
     assert count.attributes[names.IG_DEAL_STATUS] == "ACCEPTED"
     [latency] = fresh_metrics.points(names.DEAL_CONFIRMATION_LATENCY.name)
     assert latency.count == 1
+
+
+# -- health ---------------------------------------------------------------------
+
+
+class FakeHealth:
+    def __init__(self, fail: bool = False) -> None:
+        self.statuses: list[tuple[str, StreamStatus]] = []
+        self.forgotten: list[str] = []
+        self.fail = fail
+
+    def set_stream_status(self, name: str, status: StreamStatus) -> None:
+        if self.fail:
+            raise RuntimeError("registry is broken")
+        self.statuses.append((name, status))
+
+    def forget_stream(self, name: str) -> None:
+        if self.fail:
+            raise RuntimeError("registry is broken")
+        self.forgotten.append(name)
+
+
+def test_status_changes_reach_health_under_the_monitor_name():
+    clock = FakeClock()
+    health = FakeHealth()
+    monitor = StreamMonitor(stall_seconds=5, clock=clock, emit=lambda *a, **k: None,
+                            name="lightstreamer-7", health=health)
+    monitor.status("CONNECTING")
+    monitor.status("CONNECTED:WS-STREAMING")
+    clock.now += 6
+    monitor.poll()
+    monitor.poll()
+    assert health.statuses == [
+        ("lightstreamer-7", StreamStatus.CONNECTING),
+        ("lightstreamer-7", StreamStatus.CONNECTED),
+        ("lightstreamer-7", StreamStatus.STALLED),
+    ]
+
+
+def test_a_stream_closed_on_purpose_leaves_health_until_it_connects_again():
+    health = FakeHealth()
+    monitor = StreamMonitor(clock=FakeClock(), emit=lambda *a, **k: None,
+                            name="tlcp-1", health=health)
+    monitor.status("CONNECTED:WS-STREAMING")
+    monitor.closed_by_application()
+    monitor.status("DISCONNECTED")
+    assert health.forgotten == ["tlcp-1"]
+    assert health.statuses == [("tlcp-1", StreamStatus.CONNECTED)]
+    monitor.status("CONNECTING")
+    assert health.statuses[-1] == ("tlcp-1", StreamStatus.CONNECTING)
+
+
+def test_a_failing_health_registry_never_reaches_the_stream():
+    monitor = StreamMonitor(clock=FakeClock(), emit=lambda *a, **k: None,
+                            health=FakeHealth(fail=True))
+    monitor.status("CONNECTED:WS-STREAMING")
+    monitor.closed_by_application()
+    assert monitor.reported_status is StreamStatus.CONNECTED
