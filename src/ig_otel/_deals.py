@@ -22,7 +22,7 @@ from opentelemetry.metrics import Meter
 
 from ig_otel import _telemetry as names
 from ig_otel._events import SeverityNumber, emit_event
-from ig_otel._telemetry import ConfirmationSource
+from ig_otel._telemetry import ConfirmationSource, create_instrument
 
 __all__ = [
     "TRACKER",
@@ -151,13 +151,8 @@ class DealMetrics:
     """Records confirmations into the contract's instruments."""
 
     def __init__(self, meter: Meter, capture_deals: bool = True) -> None:
-        spec = names.DEAL_CONFIRMATIONS
-        self._count = meter.create_counter(spec.name, spec.unit, spec.description)
-        spec = names.DEAL_CONFIRMATION_LATENCY
-        self._latency = meter.create_histogram(
-            spec.name, spec.unit, spec.description,
-            explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
-        )
+        self._count = create_instrument(meter, names.DEAL_CONFIRMATIONS)
+        self._latency = create_instrument(meter, names.DEAL_CONFIRMATION_LATENCY)
         self._capture_deals = capture_deals
 
     def record(

@@ -53,7 +53,12 @@ from ig_otel._errors import allowance_exceeded, parse_error_code
 from ig_otel._events import SeverityNumber, emit_event
 from ig_otel._redact import REDACTED, is_secret_header, redact_url
 from ig_otel._routes import Route, effective_method, match_route
-from ig_otel._telemetry import Allowance, ConfirmationSource, Environment
+from ig_otel._telemetry import (
+    Allowance,
+    ConfirmationSource,
+    Environment,
+    create_instrument,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -202,16 +207,12 @@ class RestInstrumentation:
         self._create_instruments(meter)
 
     def _create_instruments(self, meter: Meter) -> None:
-        spec = names.REST_REQUEST_DURATION
-        self._duration = DeferredHistogram(meter.create_histogram(
-            spec.name, spec.unit, spec.description,
-            explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
-        ))
-        spec = names.ALLOWANCE_EXCEEDED
-        self._exceeded = meter.create_counter(spec.name, spec.unit, spec.description)
-        spec = names.ALLOWANCE_HISTORICAL_REMAINING
-        meter.create_observable_gauge(
-            spec.name, [self._observe_historical], spec.unit, spec.description
+        self._duration = DeferredHistogram(
+            create_instrument(meter, names.REST_REQUEST_DURATION)
+        )
+        self._exceeded = create_instrument(meter, names.ALLOWANCE_EXCEEDED)
+        create_instrument(
+            meter, names.ALLOWANCE_HISTORICAL_REMAINING, [self._observe_historical]
         )
 
     def _observe_historical(self, _options: Any) -> list:

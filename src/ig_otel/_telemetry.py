@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 #: Meter, tracer and event-logger scope of everything ig-otel emits.
 SCOPE = "ig_otel"
@@ -272,3 +273,21 @@ def prometheus_name(instrument: Instrument) -> str:
     if gauge and instrument.unit == "1" and not base.endswith("_ratio"):
         base += "_ratio"
     return base
+
+
+def create_instrument(meter: Any, spec: Instrument, callbacks: Any = None) -> Any:
+    """Create the instrument ``spec`` describes on ``meter``.
+
+    Observable kinds take ``callbacks``; histograms get the spec's bucket
+    boundaries as advice, so seconds are bucketed as seconds.
+    """
+    common = {"unit": spec.unit, "description": spec.description}
+    if spec.kind is Kind.HISTOGRAM:
+        return meter.create_histogram(
+            spec.name, explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
+            **common,
+        )
+    factory = getattr(meter, f"create_{spec.kind.value}")
+    if spec.kind.value.startswith("observable"):
+        return factory(spec.name, callbacks or [], **common)
+    return factory(spec.name, **common)
