@@ -114,6 +114,8 @@ def test_unchanged_bot_gets_one_ig_span_per_call(order, tmp_path, ig_stub):
 
     metrics_text = json.dumps([d for d in documents if "resource_metrics" in d])
     assert "ig.rest.request.duration" in metrics_text
+    # the allowance limiter observes by default
+    assert "ig.allowance.utilization" in metrics_text
     for secret in SECRETS:
         assert secret not in result.stdout
 
