@@ -36,14 +36,12 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import pybreaker
-from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from ig_otel import _telemetry as tm
 from ig_otel._events import SeverityNumber, emit_event
 from ig_otel._exceptions import CircuitOpenError
 from ig_otel._telemetry import BreakerOutcome, BreakerState
-from ig_otel._version import __version__
 
 __all__ = ["BreakerPermit", "CircuitBreaker"]
 
@@ -343,38 +341,15 @@ class CircuitBreaker:
         self._telemetry.transition(self.name, old, new, self.retry_after())
 
 
-class _BreakerTelemetry:
+class _BreakerTelemetry(tm.ProviderBound):
     """Instruments shared by every breaker reporting to one meter provider."""
 
-    _by_provider: weakref.WeakKeyDictionary[Any, _BreakerTelemetry] = (
-        weakref.WeakKeyDictionary()
-    )
-    _guard = threading.Lock()
-
-    @classmethod
-    def for_provider(cls, provider: MeterProvider | None) -> _BreakerTelemetry:
-        provider = provider or metrics.get_meter_provider()
-        with cls._guard:
-            found = cls._by_provider.get(provider)
-            if found is None:
-                found = cls._by_provider[provider] = cls(provider)
-            return found
-
     def __init__(self, provider: MeterProvider) -> None:
-        meter = provider.get_meter(tm.SCOPE, __version__)
+        super().__init__(provider)
         self._breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
-        spec = tm.BREAKER_STATE
-        meter.create_observable_gauge(
-            spec.name, [self._observe], unit=spec.unit, description=spec.description
-        )
-        spec = tm.BREAKER_TRANSITIONS
-        self._transitions = meter.create_counter(
-            spec.name, unit=spec.unit, description=spec.description
-        )
-        spec = tm.BREAKER_CALLS
-        self._calls = meter.create_counter(
-            spec.name, unit=spec.unit, description=spec.description
-        )
+        tm.create_instrument(self.meter, tm.BREAKER_STATE, [self._observe])
+        self._transitions = tm.create_instrument(self.meter, tm.BREAKER_TRANSITIONS)
+        self._calls = tm.create_instrument(self.meter, tm.BREAKER_CALLS)
 
     def register(self, breaker: CircuitBreaker) -> None:
         self._breakers.add(breaker)

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from ig_otel import _telemetry as tm
@@ -50,7 +49,6 @@ from ig_otel._limiter import (
     budgets_for,
 )
 from ig_otel._telemetry import Allowance, BreakerOutcome
-from ig_otel._version import __version__
 
 __all__ = [
     "DEFAULT_BREAKER_GROUPS",
@@ -473,41 +471,15 @@ def set_default_guard(guard: Guard | None) -> None:
             _default_guard.append(guard)
 
 
-class _LimiterTelemetry:
+class _LimiterTelemetry(tm.ProviderBound):
     """Instruments shared by every limiter reporting to one meter provider."""
 
-    _by_provider: weakref.WeakKeyDictionary[Any, _LimiterTelemetry] = (
-        weakref.WeakKeyDictionary()
-    )
-    _lock = threading.Lock()
-
-    @classmethod
-    def for_provider(cls, provider: MeterProvider | None) -> _LimiterTelemetry:
-        provider = provider or metrics.get_meter_provider()
-        with cls._lock:
-            found = cls._by_provider.get(provider)
-            if found is None:
-                found = cls._by_provider[provider] = cls(provider)
-            return found
-
     def __init__(self, provider: MeterProvider) -> None:
-        meter = provider.get_meter(tm.SCOPE, __version__)
+        super().__init__(provider)
         self._limiters: weakref.WeakSet[AllowanceLimiter] = weakref.WeakSet()
-        spec = tm.ALLOWANCE_UTILIZATION
-        meter.create_observable_gauge(
-            spec.name, [self._observe], unit=spec.unit, description=spec.description
-        )
-        spec = tm.LIMITER_WAIT_DURATION
-        self._wait = meter.create_histogram(
-            spec.name,
-            unit=spec.unit,
-            description=spec.description,
-            explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
-        )
-        spec = tm.LIMITER_REJECTIONS
-        self._rejections = meter.create_counter(
-            spec.name, unit=spec.unit, description=spec.description
-        )
+        tm.create_instrument(self.meter, tm.ALLOWANCE_UTILIZATION, [self._observe])
+        self._wait = tm.create_instrument(self.meter, tm.LIMITER_WAIT_DURATION)
+        self._rejections = tm.create_instrument(self.meter, tm.LIMITER_REJECTIONS)
 
     def register(self, limiter: AllowanceLimiter) -> None:
         self._limiters.add(limiter)

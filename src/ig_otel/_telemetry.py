@@ -8,9 +8,15 @@ telemetry name as a literal.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+
+from opentelemetry import metrics
+
+from ig_otel._version import __version__
 
 #: Meter, tracer and event-logger scope of everything ig-otel emits.
 SCOPE = "ig_otel"
@@ -291,3 +297,33 @@ def create_instrument(meter: Any, spec: Instrument, callbacks: Any = None) -> An
     if spec.kind.value.startswith("observable"):
         return factory(spec.name, callbacks or [], **common)
     return factory(spec.name, **common)
+
+
+class ProviderBound:
+    """Base of telemetry holders kept once per MeterProvider.
+
+    A subclass's ``__init__`` takes the provider and creates its
+    instruments; :meth:`for_provider` hands out the one instance per
+    provider (the global one by default), so instruments and observable
+    callbacks are registered once however many breakers or limiters report.
+    """
+
+    _instances: weakref.WeakKeyDictionary[Any, ProviderBound]
+    _instances_lock: threading.Lock
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._instances = weakref.WeakKeyDictionary()
+        cls._instances_lock = threading.Lock()
+
+    @classmethod
+    def for_provider(cls, provider: Any = None) -> Any:
+        provider = provider or metrics.get_meter_provider()
+        with cls._instances_lock:
+            found = cls._instances.get(provider)
+            if found is None:
+                found = cls._instances[provider] = cls(provider)
+            return found
+
+    def __init__(self, provider: Any) -> None:
+        self.meter = provider.get_meter(SCOPE, __version__)
