@@ -196,7 +196,9 @@ class _LagBuffer:
 class ItemSlot:
     """Counters of one item of one subscription; the per-update hot path."""
 
-    __slots__ = ("kind", "key", "count", "time_field", "time_index", "_lag", "_parse")
+    __slots__ = (
+        "kind", "key", "count", "time_field", "time_index", "lag_buffer", "parse"
+    )
 
     def __init__(
         self,
@@ -211,13 +213,14 @@ class ItemSlot:
         field = TIME_FIELDS.get(kind)
         self.time_field = field if field in fields else None
         self.time_index = list(fields).index(field) if self.time_field else -1
-        self._lag = lag if self.time_field else None
-        self._parse = _LAG_PARSERS.get(field or "")
+        #: Where sampled lags go; None when the item carries no timestamp.
+        self.lag_buffer = lag if self.time_field else None
+        self.parse = _LAG_PARSERS.get(field or "")
 
     def hit(self) -> bool:
         """Count one update; True when its lag should be sampled."""
         self.count += 1
-        lag = self._lag
+        lag = self.lag_buffer
         return lag is not None and self.count % lag.stride == 0
 
 
@@ -339,8 +342,8 @@ class StreamMonitor:
 
     def lag(self, slot: ItemSlot, value: object) -> None:
         """Sample the lag of a timestamp value of ``slot``'s time field."""
-        parse = slot._parse
-        buffer = slot._lag
+        parse = slot.parse
+        buffer = slot.lag_buffer
         if parse is None or buffer is None:
             return
         lag = parse(value, self._wall_clock())

@@ -333,30 +333,46 @@ class _Watch:
     # ---- server -> client (hot path)
 
     def received(self, message: Any) -> None:
+        # Runs for every message: locals only, no call that is not needed.
         session = self.session
-        if session is None or type(message) is not str or not self._state.enabled:
+        if session is None or type(message) is not str:
             return
         monitor = session.monitor
-        monitor.touch()
-        subscriptions = session.subscriptions
+        monitor.last_message = monitor.clock()
         try:
+            if message[:2] == "U," and message.find("\r\n") == len(message) - 2:
+                # One update alone in its message: IG's usual case.
+                parts = message[:-2].split(",", 3)
+                if len(parts) == 4:
+                    self._update(monitor, session.subscriptions, parts)
+                return
             for line in message.split("\r\n"):
                 if line[:2] == "U,":
                     parts = line.split(",", 3)
-                    if len(parts) != 4:
-                        continue
-                    subscription = subscriptions.get(parts[1])
-                    if subscription is None:
-                        continue
-                    slot = subscription.slots.get(parts[2])
-                    if slot is not None and slot.hit():
-                        _sample_lag(monitor, subscription, slot, parts[3])
-                    if subscription.decoder is not None:
-                        self._trade(monitor, subscription, parts[2], parts[3])
+                    if len(parts) == 4:
+                        self._update(monitor, session.subscriptions, parts)
                 elif line:
                     self._notification(tlcp.parse_notification(line))
         except Exception:
             _warn_once("message handling")
+
+    def _update(
+        self,
+        monitor: StreamMonitor,
+        subscriptions: dict[str, _Subscription],
+        parts: list[str],
+    ) -> None:
+        subscription = subscriptions.get(parts[1])
+        if subscription is None:
+            return
+        slot = subscription.slots.get(parts[2])
+        if slot is not None:
+            slot.count += 1
+            buffer = slot.lag_buffer
+            if buffer is not None and slot.count % buffer.stride == 0:
+                _sample_lag(monitor, subscription.time_index, slot, parts[3])
+        if subscription.decoder is not None:
+            self._trade(monitor, subscription, parts[2], parts[3])
 
     def _trade(
         self, monitor: StreamMonitor, subscription: _Subscription, item: str, raw: str
@@ -476,10 +492,7 @@ def _end(span: Span, code: int | None) -> None:
     span.end()
 
 
-def _sample_lag(
-    monitor: StreamMonitor, subscription: _Subscription, slot: Any, raw: str
-) -> None:
-    index = subscription.time_index
+def _sample_lag(monitor: StreamMonitor, index: int, slot: Any, raw: str) -> None:
     if index < 0:
         return
     tokens = raw.split("|", index + 1)

@@ -57,7 +57,7 @@ def price_updates(count: int, sub_id: int = 1, stamp_ms: int = 0) -> list[str]:
 
 
 class ReplayServer:
-    """Serves one connection at a time on 127.0.0.1 until :meth:`stop`.
+    """Serves connections on 127.0.0.1 (a thread each) until :meth:`stop`.
 
     Args:
         script: Messages sent once the first subscription is added, as
@@ -99,12 +99,14 @@ class ReplayServer:
                 connection, _ = self._listener.accept()
             except OSError:
                 return
-            with connection:
-                connection.settimeout(10)
-                try:
-                    self._serve(connection)
-                except OSError:
-                    continue
+            threading.Thread(target=self._serve_one, args=(connection,),
+                             daemon=True).start()
+
+    def _serve_one(self, connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(30)
+            with contextlib.suppress(OSError):
+                self._serve(connection)
 
     def _serve(self, connection: socket.socket) -> None:
         protocol = ServerProtocol(

@@ -231,8 +231,8 @@ def test_deal_confirmed_on_the_stream_has_stream_latency(
         simulator.clear_scenario("slow-confirms")
         simulator.set_scenario("rejected-deals", reasons="MARKET_CLOSED")
         open_position(rest, simulator)
-        wait_for(lambda: instrumented.value(
-            names.DEAL_CONFIRMATIONS.name, **{names.IG_DEAL_STATUS: "REJECTED"}))
+        # The rejected event comes last of what one confirmation records.
+        wait_for(lambda: telemetry.events(names.EVENT_DEAL_REJECTED))
     finally:
         disconnect(client, status)
 
