@@ -99,12 +99,83 @@ def _run_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(kind: type) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        return value
+    return parse
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=_positive(float), default=24.0,
+                        metavar="S",
+                        help="seconds the sample bot runs (default: 24)")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write the summary as JSON to PATH")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the simulator (default: 0)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from ig_otel._demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(duration=args.duration, json_path=args.json,
+                                seed=args.seed, verbose=args.verbose))
+
+
+def _configure_loadtest(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bots", type=_positive(int), default=10,
+                        help="simulated bots (default: 10)")
+    parser.add_argument("--duration", type=_positive(float), default=30.0,
+                        metavar="S",
+                        help="measured seconds per phase (default: 30)")
+    parser.add_argument("--rate", type=_positive(float), default=1.0,
+                        help="multiplier of each bot's normal trading volume "
+                             "(default: 1)")
+    parser.add_argument("--warmup", type=float, default=5.0, metavar="S",
+                        help="seconds before measuring starts (default: 5)")
+    parser.add_argument("--scenario", type=_scenario, metavar="NAME",
+                        help="fault scenario active on the simulator throughout")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the simulator (default: 0)")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write every number as JSON to PATH")
+
+
+def _run_loadtest(args: argparse.Namespace) -> int:
+    from ig_otel._loadtest import LoadSettings, run_loadtest
+
+    settings = LoadSettings(bots=args.bots, duration=args.duration, rate=args.rate,
+                            warmup=max(args.warmup, 0.0), scenario=args.scenario,
+                            seed=args.seed)
+    try:
+        return run_loadtest(settings, args.json)
+    except KeyboardInterrupt:
+        print("ig-otel loadtest: interrupted", file=sys.stderr)
+        return 130
+    except (RuntimeError, TimeoutError, OSError) as error:
+        print(f"ig-otel loadtest: {error}", file=sys.stderr)
+        return 1
+
+
 #: Subcommands by name.
 COMMANDS: dict[str, Command] = {
     "simulate": Command("serve the IG simulator until interrupted",
                         _configure_simulate, _run_simulate),
     "scenarios": Command("list the simulator's fault scenarios",
                          _configure_scenarios, _run_scenarios),
+    "demo": Command("run an instrumented sample bot against the embedded "
+                    "simulator and summarize the telemetry",
+                    _configure_demo, _run_demo),
+    "loadtest": Command("drive many simulated bots, instrumentation off then on, "
+                        "and report throughput, latency, overhead and memory",
+                        _configure_loadtest, _run_loadtest),
 }
 
 

@@ -51,6 +51,7 @@ class DealResult:
     deal_id: str | None = None
     status: str | None = None
     reason: str | None = None
+    level: float | None = None
     confirmed_by: str | None = None
 
 
@@ -64,12 +65,14 @@ class _StreamListener:
         self.errors: list[tuple[int, str]] = []
         self.confirms: dict[str, dict[str, Any]] = {}
         self.confirm_seen = threading.Condition(self.lock)
+        self.status_seen = threading.Condition(self.lock)
         self.last_update = 0.0
 
     # ClientListener
     def onStatusChange(self, status: str) -> None:
         with self.lock:
             self.statuses.append(status)
+            self.status_seen.notify_all()
 
     def onServerError(self, code: int, message: str) -> None:
         with self.lock:
@@ -280,6 +283,7 @@ class SampleBot:
             result.deal_id = document.get("dealId")
             result.status = document.get("dealStatus")
             result.reason = document.get("reason")
+            result.level = document.get("level")
             result.confirmed_by = source
         return result
 
