@@ -1,0 +1,1 @@
+"""Tests of ig-otel demo and ig-otel loadtest."""
