@@ -249,3 +249,87 @@ def _dump(telemetry, fresh_metrics) -> str:
     data = fresh_metrics.reader.get_metrics_data()
     parts.append(data.to_json() if data else "")
     return "\n".join(parts)
+
+
+def test_user_hooks_on_contrib_instrumentors_keep_running(
+    ig_stub, telemetry, fresh_metrics
+):
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    from ig_otel import IGInstrumentor
+
+    seen: list[str] = []
+
+    def httpx_hook(span, request, response):
+        seen.append("httpx")
+
+    def requests_hook(span, request, response):
+        seen.append("requests")
+
+    httpx_contrib, requests_contrib = HTTPXClientInstrumentor(), RequestsInstrumentor()
+    httpx_contrib.instrument(tracer_provider=telemetry.tracer_provider,
+                             response_hook=httpx_hook)
+    requests_contrib.instrument(tracer_provider=telemetry.tracer_provider,
+                                response_hook=requests_hook)
+    ig = IGInstrumentor()
+    ig.instrument(hosts=("127.0.0.1",), meter_provider=fresh_metrics.provider,
+                  tracer_provider=telemetry.tracer_provider)
+    try:
+        _send("httpx", "GET", f"{ig_stub}/accounts", headers=HEADERS)
+        _send("requests", "GET", f"{ig_stub}/accounts", headers=HEADERS)
+    finally:
+        ig.uninstrument()
+        httpx_contrib.uninstrument()
+        requests_contrib.uninstrument()
+
+    assert seen == ["httpx", "requests"]
+    assert [span.name for span in telemetry.finished_spans()] == [
+        "GET /accounts", "GET /accounts",
+    ]
+
+
+@pytest.mark.parametrize("client_kind", CLIENTS)
+def test_an_instrumentation_bug_is_logged_once_and_calls_go_on(
+    instrumented, client_kind, ig_stub, monkeypatch, caplog
+):
+    import ig_otel._rest as rest
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("instrumentation bug")
+
+    monkeypatch.setattr(rest, "_request_attributes", broken)
+    monkeypatch.setattr(rest, "_metric_base", broken)
+    caplog.set_level("DEBUG", logger="ig_otel")
+    for _ in range(3):
+        response = _send(client_kind, "GET", f"{ig_stub}/accounts", headers=HEADERS)
+        assert response.status_code == 200
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) <= 2  # one per failing step, not one per call
+    assert all("instrumentation failed" in r.getMessage() for r in warnings)
+
+
+@pytest.mark.parametrize("client_kind", CLIENTS)
+def test_the_callers_exception_object_passes_through_untouched(
+    instrumented, client_kind
+):
+    def boom(*args, **kwargs):
+        raise original
+
+    original = ValueError("from the transport")
+    if client_kind == "requests":
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        adapter = HTTPAdapter()
+        adapter.get_connection_with_tls_context = boom
+        session.mount("http://", adapter)
+        with pytest.raises(ValueError) as caught:
+            session.get("http://127.0.0.1/gateway/deal/accounts")
+    else:
+        transport = httpx.HTTPTransport()
+        transport._pool.handle_request = boom
+        with httpx.Client(transport=transport) as client:
+            with pytest.raises(ValueError) as caught:
+                client.get("http://127.0.0.1/gateway/deal/accounts")
+    assert caught.value is original
