@@ -329,7 +329,7 @@ def test_the_callers_exception_object_passes_through_untouched(
     else:
         transport = httpx.HTTPTransport()
         transport._pool.handle_request = boom
-        with httpx.Client(transport=transport) as client:
-            with pytest.raises(ValueError) as caught:
-                client.get("http://127.0.0.1/gateway/deal/accounts")
+        client = httpx.Client(transport=transport)
+        with client, pytest.raises(ValueError) as caught:
+            client.get("http://127.0.0.1/gateway/deal/accounts")
     assert caught.value is original
