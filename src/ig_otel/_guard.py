@@ -214,7 +214,10 @@ class AllowanceLimiter:
         started: float,
     ) -> float | None:
         # None: admitted. A number: how long to sleep before asking again.
-        decision = self.book.acquire(budgets, points, enforce=self.enforcing)
+        # Session calls (login, refresh, logout) spend the budget but are never
+        # held back: refusing a logout or a re-login would only make things worse.
+        enforce = self.enforcing and allowance is not Allowance.SESSION
+        decision = self.book.acquire(budgets, points, enforce=enforce)
         if decision.admitted:
             return None
         left = started + self.max_wait - self._clock()

@@ -212,3 +212,20 @@ async def test_async_admission_waits_without_blocking(fresh_metrics):
     assert admissions[2].waited > 0.1
     for admission in admissions:
         guard.settle(admission, status_code=200, error_code=None, error=None)
+
+
+def test_enforce_mode_counts_session_calls_but_never_holds_them_back():
+    from ig_otel._config import load_config
+    from ig_otel._guard import build_guard
+    from ig_otel._limiter import AllowanceLimits
+    from ig_otel._telemetry import Allowance
+
+    config = load_config({}, rate_limit_mode="enforce", rate_limit_max_wait=0)
+    limits = AllowanceLimits(non_trading_account=2, non_trading_app=2, window=60)
+    guard = build_guard(config, breakers=False, limits=limits)
+    for _ in range(2):
+        guard.admit(Allowance.NON_TRADING)
+    for _ in range(3):
+        guard.admit(Allowance.SESSION)
+    usage = guard.limiter.utilization()
+    assert max(usage.values()) > 1
