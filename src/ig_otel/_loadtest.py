@@ -180,6 +180,8 @@ def build_report(
         "rest_throughput": _ratio(on.get("rest_per_s"), off.get("rest_per_s")),
         "update_throughput": _ratio(on.get("updates_per_s"),
                                     off.get("updates_per_s")),
+        "price_update_throughput": _ratio(on.get("price_updates_per_s"),
+                                          off.get("price_updates_per_s")),
     }
     return {"settings": dict(settings), "phases": {k: dict(v) for k, v in
                                                    phases.items()},
@@ -201,9 +203,12 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
         f"{settings['duration']:g} s per phase (warm-up {settings['warmup']:g} s)"
         + (f", scenario {settings['scenario']}" if settings.get("scenario") else ""),
         f"target per phase: {_num(settings['target_rest_per_s'])} REST calls/s, "
-        f"up to {_num(settings['target_updates_per_s'], 0)} updates/s",
+        f"up to {_num(settings['target_updates_per_s'], 0)} price updates/s "
+        "(TRADE and ACCOUNT updates come on top: the bots share one account, "
+        "so every deal streams to every bot)",
         "",
-        f"{'phase':<6}{'REST/s':>9}{'updates/s':>11}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'phase':<6}{'REST/s':>9}{'updates/s':>11}{'prices/s':>10}"
+        f"{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'errors':>8}{'CPU s':>8}{'RSS MiB':>9}{'growth':>8}"
         f"{'MiB/min':>9}",
     ]
@@ -216,6 +221,7 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"{name:<6}{_num(phase.get('rest_per_s')):>9}"
             f"{_num(phase.get('updates_per_s'), 0):>11}"
+            f"{_num(phase.get('price_updates_per_s'), 0):>10}"
             f"{_num(latency.get('p50')):>9}{_num(latency.get('p95')):>9}"
             f"{_num(latency.get('p99')):>9}{phase.get('error_count', 0):>8}"
             f"{_num(phase.get('cpu_seconds')):>8}{_num(memory.get('last_mb')):>9}"
@@ -229,7 +235,8 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
         + ", REST p50 x" + _num(overhead["latency_p50"], 2)
         + ", p95 x" + _num(overhead["latency_p95"], 2)
         + ", REST throughput x" + _num(overhead["rest_throughput"], 3)
-        + ", update throughput x" + _num(overhead["update_throughput"], 3),
+        + ", price updates x" + _num(overhead["price_update_throughput"], 3)
+        + ", all updates x" + _num(overhead["update_throughput"], 3),
     ]
     for name in PHASES:
         errors = report["phases"].get(name, {}).get("errors") or {}
@@ -263,6 +270,7 @@ class Tally:
         self.window_start: float | None = None
         self.rest_calls = 0
         self.updates = 0
+        self.price_updates = 0
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.bots_ready = 0
@@ -416,12 +424,14 @@ class LoadBot:
                 await ws.send(tlcp.encode_request("control", *self._subscriptions()))
                 self.tally.bots_ready += 1
                 async for message in ws:
-                    count = 0
+                    count = prices = 0
                     for event in reader.feed(message):
                         if event.tag == "U":
                             count += 1
+                            prices += event.sub_id == 1
                     if self.tally.measuring():
                         self.tally.updates += count
+                        self.tally.price_updates += prices
                     if stop.is_set():
                         return
         except asyncio.CancelledError:
@@ -591,6 +601,7 @@ async def _run_bots(settings: ClientSettings) -> dict[str, Any]:
         "rest_calls": tally.rest_calls,
         "rest_per_s": round(tally.rest_calls / window, 2),
         "updates": tally.updates, "updates_per_s": round(tally.updates / window, 1),
+        "price_updates_per_s": round(tally.price_updates / window, 1),
         "latency_ms": {f"p{int(q * 100)}": _ms(percentile(tally.latencies, q))
                        for q in (0.5, 0.95, 0.99)}
         | {"max": _ms(max(tally.latencies, default=None))},
