@@ -713,6 +713,11 @@ def run_demo(options: DemoOptions) -> int:
     except DemoError as error:
         print(f"ig-otel demo: {error}", file=sys.stderr)
         return 1
+    except Exception as error:  # one line for the user; details on -v
+        _log.debug("demo failed", exc_info=True)
+        print(f"ig-otel demo: failed: {type(error).__name__}: {error}",
+              file=sys.stderr)
+        return 1
     finally:
         if bot is not None:
             with contextlib.suppress(Exception):
