@@ -1,17 +1,29 @@
 """Instrumentation of raw TLCP clients built on ``websockets``.
 
-Hook point: ``recv``, ``send`` and ``close`` of the client connection class
-(``websockets.asyncio.client.ClientConnection``, and the legacy
-``WebSocketClientProtocol`` when the application imports it). Every way of
-reading a message (``recv()``, ``async for``) goes through ``recv``, every
-write through ``send``, and the message there is exactly what the application
-sees, already reassembled and decoded, so no frame is parsed twice and no
-protocol internals are touched. Server connections are not affected.
+Hook points, by client implementation:
+
+* ``websockets.asyncio.client.ClientConnection``: each connection's sans-I/O
+  protocol hands the frames of every network read to the connection through
+  ``events_received()``; a per-connection wrapper of that call sees the frames
+  synchronously, before the application does, with no extra coroutine per
+  message. The frames of one read are joined and handled as one batch: update
+  lines are counted per subscription item with C-level byte searches, and only
+  the updates picked for lag sampling are split into fields. Under load a read
+  carries hundreds of frames, so the per-update cost is a small share of a
+  byte scan; at low rates every read is handled as it arrives, so status,
+  silence and counts are always current, with nothing held back between
+  reads except the start of a line split across fragments. ``connection_lost``
+  tells a connection closed under the application.
+* The legacy ``WebSocketClientProtocol``: ``recv`` (every way of reading a
+  message goes through it).
+
+On both, ``send`` sees what the application writes and ``close`` tells a close
+on purpose. Server connections are not affected.
 
 Only connections whose negotiated subprotocol is a TLCP one, or whose request
-path ends in ``/lightstreamer``, are observed; others cost one cached lookup
-per message. Observed messages go through the shared codec into the same
-:class:`~ig_otel._stream.StreamMonitor` core as the SDK adapter:
+path ends in ``/lightstreamer``, are observed; the others are unhooked once
+their first frames arrive. Observed messages go through the shared codec into
+the same :class:`~ig_otel._stream.StreamMonitor` core as the SDK adapter:
 
 * sent ``create_session``/``bind_session`` start a session span and select the
   monitor (a bind or a re-create with ``LS_old_session`` continues the
@@ -32,10 +44,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import threading
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator
 from typing import Any
 
 import wrapt
@@ -44,7 +58,12 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from ig_otel import _telemetry as names
 from ig_otel import _tlcp as tlcp
 from ig_otel._config import Config
-from ig_otel._stream import StreamInstrumentation, StreamMonitor, SubscriptionView
+from ig_otel._stream import (
+    ItemSlot,
+    StreamInstrumentation,
+    StreamMonitor,
+    SubscriptionView,
+)
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -53,14 +72,30 @@ _log = logging.getLogger(__name__)
 _ASYNCIO = "websockets.asyncio.client"
 _LEGACY = "websockets.legacy.client"
 _SESSION_MEMORY = 64
+#: Up to this many subscription items, a batch is counted with one byte scan
+#: per item; beyond, with one regular-expression pass.
+_SCAN_KEYS = 8
+#: The longest unfinished line carried from one read to the next.
+_TAIL_LIMIT = 1 << 20
+#: Most deal confirmations held for the application's read.
+_PARKED_LIMIT = 64
+#: A notification line that is not an update (group 1: the line).
+_OTHER_LINE = re.compile(rb"\n(?!U,)([^\r\n]*)\r\n")
+_UPDATE_KEY = re.compile(rb"\nU,[^,\r\n]*,[^,\r\n]*,")
 
 _lock = threading.Lock()
 _active: StreamInstrumentation | None = None
 _hooks: set[str] = set()
 _patched: list[tuple[type, str, Any]] = []
 _watches: weakref.WeakKeyDictionary[Any, _Watch | None] = weakref.WeakKeyDictionary()
+_tapped: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _sessions: OrderedDict[str, _Session] = OrderedDict()
 _warned: set[str] = set()
+
+# websockets' frame type and text opcodes, loaded with its asyncio client.
+_FRAME: Any = None
+_TEXT: Any = None
+_CONT: Any = None
 
 
 def _warn_once(what: str) -> None:
@@ -95,7 +130,7 @@ def instrument(
 
 
 def uninstrument() -> None:
-    """Restore ``recv``/``send``; never raises."""
+    """Restore the patched methods and frame hooks; never raises."""
     global _active
     try:
         with _lock:
@@ -108,6 +143,8 @@ def uninstrument() -> None:
                 else:
                     setattr(owner, name, original)
             _patched.clear()
+            for connection in list(_tapped):
+                _untap(connection)
             _watches.clear()
             _sessions.clear()
     except Exception:
@@ -124,14 +161,70 @@ def _on_import(module: Any) -> None:
 
 
 def _patch(module: Any) -> None:
-    cls = getattr(module, "ClientConnection", None) or getattr(
-        module, "WebSocketClientProtocol", None
-    )
-    if cls is None or any(owner is cls for owner, _, _ in _patched):
+    cls = getattr(module, "ClientConnection", None)
+    if cls is not None:
+        _load_frames()
+        _patch_class(cls, _frame_hooks(cls))
         return
-    recv = cls.recv
-    send = cls.send
-    close = cls.close
+    cls = getattr(module, "WebSocketClientProtocol", None)
+    if cls is not None:
+        _patch_class(cls, _legacy_hooks(cls))
+
+
+def _patch_class(cls: type, hooks: dict[str, Any]) -> None:
+    if any(owner is cls for owner, _, _ in _patched):
+        return
+    for name, replacement in hooks.items():
+        _patched.append((cls, name, cls.__dict__.get(name)))
+        setattr(cls, name, replacement)
+
+
+def _common_hooks(cls: type) -> dict[str, Any]:
+    send = cls.send  # type: ignore[attr-defined]
+    close = cls.close  # type: ignore[attr-defined]
+
+    async def observed_send(self, message: Any, *args: Any, **kwargs: Any) -> Any:
+        watch = getattr(self, _ATTRIBUTE, _UNKNOWN)
+        if watch is _UNKNOWN:
+            watch = _watch_for(self)
+        if watch is not None:
+            watch.sent(message)
+        return await send(self, message, *args, **kwargs)
+
+    async def observed_close(self, *args: Any, **kwargs: Any) -> Any:
+        _closed(self, "DISCONNECTED", on_purpose=True)
+        return await close(self, *args, **kwargs)
+
+    observed_send.__wrapped__ = send  # type: ignore[attr-defined]
+    observed_close.__wrapped__ = close  # type: ignore[attr-defined]
+    return {"send": observed_send, "close": observed_close}
+
+
+def _frame_hooks(cls: type) -> dict[str, Any]:
+    connection_made = cls.connection_made  # type: ignore[attr-defined]
+    connection_lost = cls.connection_lost  # type: ignore[attr-defined]
+
+    def observed_connection_made(self, transport: Any) -> None:
+        connection_made(self, transport)
+        _tap(self)
+
+    def observed_connection_lost(self, exc: Exception | None) -> None:
+        try:
+            connection_lost(self, exc)
+        finally:
+            _closed(self)
+
+    observed_connection_made.__wrapped__ = connection_made  # type: ignore
+    observed_connection_lost.__wrapped__ = connection_lost  # type: ignore
+    return {
+        **_common_hooks(cls),
+        "connection_made": observed_connection_made,
+        "connection_lost": observed_connection_lost,
+    }
+
+
+def _legacy_hooks(cls: type) -> dict[str, Any]:
+    recv = cls.recv  # type: ignore[attr-defined]
 
     async def observed_recv(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -149,27 +242,67 @@ def _patch(module: Any) -> None:
             watch.received(message)
         return message
 
-    async def observed_send(self, message: Any, *args: Any, **kwargs: Any) -> Any:
-        watch = getattr(self, _ATTRIBUTE, _UNKNOWN)
-        if watch is _UNKNOWN:
-            watch = _watch_for(self)
-        if watch is not None:
-            watch.sent(message)
-        return await send(self, message, *args, **kwargs)
-
-    async def observed_close(self, *args: Any, **kwargs: Any) -> Any:
-        _closed(self, "DISCONNECTED", on_purpose=True)
-        return await close(self, *args, **kwargs)
-
     observed_recv.__wrapped__ = recv  # type: ignore[attr-defined]
-    observed_send.__wrapped__ = send  # type: ignore[attr-defined]
-    observed_close.__wrapped__ = close  # type: ignore[attr-defined]
-    replacements = (
-        ("recv", observed_recv), ("send", observed_send), ("close", observed_close)
-    )
-    for name, replacement in replacements:
-        _patched.append((cls, name, cls.__dict__.get(name)))
-        setattr(cls, name, replacement)
+    return {**_common_hooks(cls), "recv": observed_recv}
+
+
+def _load_frames() -> None:
+    global _FRAME, _TEXT, _CONT
+    from websockets.frames import Frame, Opcode
+
+    _FRAME, _TEXT, _CONT = Frame, Opcode.TEXT, Opcode.CONT
+
+
+def _tap(connection: Any) -> None:
+    """Wrap the connection's ``protocol.events_received`` (once per network read).
+
+    The wrapper lives on the protocol instance, so connections made before
+    instrumentation and server connections keep the class method untouched.
+    """
+    try:
+        protocol = getattr(connection, "protocol", None)
+        if protocol is None or "events_received" in vars(protocol):
+            return
+        original = protocol.events_received
+        # A weak reference: the protocol must not keep its connection alive.
+        owner = weakref.ref(connection)
+
+        def events_received() -> list[Any]:
+            events = original()
+            if events:
+                _read(owner, events)
+            return events
+
+        protocol.events_received = events_received
+        _tapped[connection] = protocol
+    except Exception:
+        _warn_once("frame hook")
+
+
+def _untap(connection: Any) -> None:
+    protocol = _tapped.pop(connection, None)
+    if protocol is not None:
+        vars(protocol).pop("events_received", None)
+    vars(connection).pop("recv", None)
+
+
+def _read(owner: weakref.ref[Any], events: list[Any]) -> None:
+    connection = owner()
+    if connection is None:
+        return
+    try:
+        watch = getattr(connection, _ATTRIBUTE, _UNKNOWN)
+        if watch is _UNKNOWN:
+            if not any(type(event) is _FRAME for event in events):
+                # Only the handshake response: TLCP or not is not known yet.
+                return
+            watch = _watch_for(connection)
+        if watch is None:
+            _untap(connection)
+        else:
+            watch.frames(events)
+    except Exception:
+        _warn_once("frame handling")
 
 
 _UNKNOWN: Any = object()
@@ -183,6 +316,8 @@ def _watch_for(connection: Any) -> _Watch | None:
     try:
         if state is not None and state.enabled and _is_tlcp(connection):
             watch = _Watch(state)
+            if connection in _tapped:
+                watch.defer_trades(connection)
         _watches[connection] = watch
         setattr(connection, _ATTRIBUTE, watch)
     except Exception:
@@ -237,12 +372,24 @@ class _Subscription:
 class _Session:
     """What outlives one WebSocket: the monitor and the subscriptions."""
 
-    __slots__ = ("monitor", "subscriptions", "pending")
+    __slots__ = ("monitor", "subscriptions", "pending", "keys")
 
     def __init__(self, monitor: StreamMonitor) -> None:
         self.monitor = monitor
         self.subscriptions: dict[str, _Subscription] = {}
         self.pending: dict[str, tuple[str, Span]] = {}
+        #: ``\nU,<subId>,<item>,`` of every item, as bytes, to its subscription
+        #: and slot; None for items whose updates must be decoded one by one.
+        self.keys: dict[bytes, tuple[_Subscription, ItemSlot] | None] = {}
+
+    def reindex(self) -> None:
+        """Rebuild :attr:`keys` after the subscriptions changed."""
+        keys: dict[bytes, tuple[_Subscription, ItemSlot] | None] = {}
+        for sub_id, subscription in self.subscriptions.items():
+            for item, slot in subscription.slots.items():
+                key = f"\nU,{sub_id},{item},".encode()
+                keys[key] = None if subscription.decoder else (subscription, slot)
+        self.keys = keys
 
 
 def _remember(session_id: str, session: _Session) -> None:
@@ -269,6 +416,23 @@ class _Watch:
         self.session_id: str | None = None
         self._span: Span | None = None
         self._ended = False
+        # The unfinished end of the last read, after a newline: every batch
+        # starts with b"\n", so each update line starts with b"\nU,".
+        self._tail = b"\n"
+        # Streamed deal confirmations seen on arrival, held until the
+        # application reads their message (see defer_trades).
+        self._owner: weakref.ref[Any] | None = None
+        self._parked: deque[tuple[str, str]] = deque()
+
+    def defer_trades(self, connection: Any) -> None:
+        """Hand deal confirmations over when the application reads them.
+
+        Frames are observed as they arrive, which can be before the
+        application has handled the REST response that gave the deal
+        reference; the confirmation is timed against that response, so it
+        waits for the application's ``recv()`` of its message (or the close).
+        """
+        self._owner = weakref.ref(connection)
 
     # ---- client -> server
 
@@ -320,6 +484,7 @@ class _Watch:
             if old is not None and old.view is not view:
                 monitor.forget(old.view)
             session.subscriptions[sub_id] = _Subscription(view, fields)
+            session.reindex()
             span = self._state.tracer.start_span(
                 names.SPAN_STREAM_SUBSCRIBE,
                 kind=SpanKind.CLIENT,
@@ -332,29 +497,93 @@ class _Watch:
 
     # ---- server -> client (hot path)
 
+    def frames(self, events: list[Any]) -> None:
+        """The frames of one network read (asyncio client)."""
+        session = self.session
+        if session is None:
+            return
+        if type(events[0]) is not _FRAME:
+            events = [event for event in events if type(event) is _FRAME]
+        # Text frames and their continuations; TLCP sends no binary message.
+        payloads = [
+            event.data for event in events
+            if event.opcode is _TEXT or event.opcode is _CONT
+        ]
+        if not payloads:
+            return
+        monitor = session.monitor
+        monitor.last_message = monitor.clock()
+        payloads.insert(0, self._tail)
+        batch = b"".join(payloads)
+        end = batch.rfind(b"\r\n") + 2
+        self._tail = batch[end - 1:] if len(batch) - end < _TAIL_LIMIT else b"\n"
+        try:
+            self._batch(session, batch, end)
+        except Exception:
+            _warn_once("message handling")
+
+    def _batch(self, session: _Session, batch: bytes, end: int) -> None:
+        # Runs of updates are counted in bulk; the other notifications are
+        # handled one by one between them, in their order.
+        start = 0
+        for other in _OTHER_LINE.finditer(batch, 0, end):
+            self._run(session, batch, start, other.start() + 1)
+            self._lines(other.group(1).decode("utf-8", "replace"))
+            start = other.end() - 1
+        self._run(session, batch, start, end)
+
+    def _run(self, session: _Session, batch: bytes, start: int, end: int) -> None:
+        lines = batch.count(b"\r\n", start, end)
+        if lines and not self._count(session, batch, start, end, lines):
+            self._lines(batch[start + 1:end].decode("utf-8", "replace"))
+
     def received(self, message: Any) -> None:
-        # Runs for every message: locals only, no call that is not needed.
+        """One whole message (legacy client)."""
         session = self.session
         if session is None or type(message) is not str:
             return
         monitor = session.monitor
         monitor.last_message = monitor.clock()
         try:
-            if message[:2] == "U," and message.find("\r\n") == len(message) - 2:
-                # One update alone in its message: IG's usual case.
-                parts = message[:-2].split(",", 3)
-                if len(parts) == 4:
-                    self._update(monitor, session.subscriptions, parts)
-                return
-            for line in message.split("\r\n"):
-                if line[:2] == "U,":
-                    parts = line.split(",", 3)
-                    if len(parts) == 4:
-                        self._update(monitor, session.subscriptions, parts)
-                elif line:
-                    self._notification(tlcp.parse_notification(line))
+            self._lines(message)
         except Exception:
             _warn_once("message handling")
+
+    def _count(
+        self, session: _Session, batch: bytes, start: int, end: int, lines: int
+    ) -> bool:
+        """Count a batch made of updates only; False to take it line by line."""
+        keys = session.keys
+        if len(keys) <= _SCAN_KEYS:
+            counts = [
+                (key, entry, batch.count(key, start, end))
+                for key, entry in keys.items()
+            ]
+        else:
+            found = Counter(_UPDATE_KEY.findall(batch, start, end))
+            counts = [(key, keys.get(key), count) for key, count in found.items()]
+        if sum(count for _, _, count in counts) != lines:
+            # Updates of unknown items: take them line by line.
+            return False
+        if any(entry is None and count for _, entry, count in counts):
+            return False
+        monitor = session.monitor
+        for key, entry, count in counts:
+            if count and entry is not None:
+                _counted(monitor, entry, count, (batch, start, end, key))
+        return True
+
+    def _lines(self, text: str) -> None:
+        session = self.session
+        assert session is not None
+        monitor = session.monitor
+        for line in text.split("\r\n"):
+            if line[:2] == "U,":
+                parts = line.split(",", 3)
+                if len(parts) == 4:
+                    self._update(monitor, session.subscriptions, parts)
+            elif line:
+                self._notification(tlcp.parse_notification(line))
 
     def _update(
         self,
@@ -383,7 +612,50 @@ class _Watch:
         if isinstance(decoded, tlcp.DecodedUpdate):
             index = subscription.confirms_index
             if index in decoded.changed:
-                monitor.trade_fields(decoded.values[index])
+                confirms = decoded.values[index]
+                if self._owner is None:
+                    monitor.trade_fields(confirms)
+                else:
+                    self._park(raw, confirms)
+
+    def _park(self, raw: str, confirms: Any) -> None:
+        parked = self._parked
+        parked.append((raw, confirms))
+        if len(parked) > _PARKED_LIMIT:
+            self._release(1)
+        connection = self._owner() if self._owner else None
+        if connection is None or "recv" in vars(connection):
+            return
+        recv = connection.recv
+        watch = self
+
+        async def recv_and_confirm(*args: Any, **kwargs: Any) -> Any:
+            message = await recv(*args, **kwargs)
+            watch.consumed(message)
+            return message
+
+        connection.recv = recv_and_confirm
+
+    def consumed(self, message: Any) -> None:
+        """The application read ``message``: release the confirmations in it."""
+        try:
+            if isinstance(message, bytes):
+                message = message.decode("utf-8", "replace")
+            parked = self._parked
+            while parked and parked[0][0] in message:
+                self._release(1)
+            connection = self._owner() if self._owner else None
+            if not parked and connection is not None:
+                vars(connection).pop("recv", None)
+        except Exception:
+            _warn_once("deal confirmation")
+
+    def _release(self, count: int) -> None:
+        session = self.session
+        for _ in range(min(count, len(self._parked))):
+            _, confirms = self._parked.popleft()
+            if session is not None:
+                session.monitor.trade_fields(confirms)
 
     def _notification(self, event: tlcp.Event) -> None:
         if not isinstance(event, tlcp.Notification):
@@ -428,6 +700,7 @@ class _Watch:
             subscription = session.subscriptions.pop(event.args[0], None)
             if subscription is not None:
                 monitor.forget(subscription.view)
+                session.reindex()
         elif tag == "REQERR":
             code = event.int_arg(1)
             monitor.error(code)
@@ -438,6 +711,7 @@ class _Watch:
                 subscription = session.subscriptions.pop(sub_id, None)
                 if subscription is not None:
                     monitor.forget(subscription.view)
+                    session.reindex()
         elif tag == "OV":
             subscription = session.subscriptions.get(event.args[0])
             if subscription is not None:
@@ -471,7 +745,8 @@ class _Watch:
             _end(span, code)
 
     def closed(self, raw_status: str, on_purpose: bool = False) -> None:
-        """The WebSocket closed: by the application, or under it (recv raised)."""
+        """The WebSocket closed: by the application, or under it."""
+        self._release(len(self._parked))
         session = self.session
         if session is None or self._ended:
             # Already ended by the server (END, ERROR, LOOP...): closing the
@@ -492,9 +767,13 @@ def _end(span: Span, code: int | None) -> None:
     span.end()
 
 
-def _sample_lag(monitor: StreamMonitor, index: int, slot: Any, raw: str) -> None:
+def _sample_lag(
+    monitor: StreamMonitor, index: int, slot: Any, raw: str | bytes
+) -> None:
     if index < 0:
         return
+    if type(raw) is bytes:
+        raw = raw.decode("utf-8", "replace")
     tokens = raw.split("|", index + 1)
     if len(tokens) <= index or "^" in raw:
         # A ^n run shifts positions; such updates are not sampled.
@@ -502,3 +781,47 @@ def _sample_lag(monitor: StreamMonitor, index: int, slot: Any, raw: str) -> None
     token = tokens[index]
     if token and token[0] not in "#$":
         monitor.lag(slot, token)
+
+
+def _counted(
+    monitor: StreamMonitor,
+    entry: tuple[_Subscription, ItemSlot],
+    count: int,
+    where: tuple[bytes, int, int, bytes],
+) -> None:
+    """Add ``count`` updates of one item; sample the lag of the stride's share."""
+    subscription, slot = entry
+    before = slot.count
+    slot.count = before + count
+    buffer = slot.lag_buffer
+    if buffer is None or subscription.time_index < 0:
+        return
+    stride = buffer.stride
+    samples = (before + count) // stride - before // stride
+    if samples:
+        batch, start, end, key = where
+        for values in _sampled(batch, start, end, key, samples, count):
+            _sample_lag(monitor, subscription.time_index, slot, values)
+
+
+def _sampled(
+    batch: bytes, start: int, end: int, key: bytes, samples: int, count: int
+) -> Iterator[bytes]:
+    """Field values of ``samples`` of the ``count`` updates of one item.
+
+    All of them when every update is sampled; otherwise the first update of
+    the item from each of ``samples`` evenly spaced offsets of the batch, so
+    the samples spread over the batch as the stride spreads them over time.
+    """
+    every = samples >= count
+    position = start
+    span = end - start
+    for number in range(min(samples, count)):
+        if not every:
+            position = max(position, start + number * span // samples)
+        found = batch.find(key, position, end)
+        if found < 0:
+            return
+        first = found + len(key)
+        position = batch.find(b"\r\n", first, end)
+        yield batch[first:position]
