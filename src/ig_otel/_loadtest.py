@@ -82,6 +82,8 @@ class LoadProfile:
     polls_per_minute: float = 15.0
     deals_per_minute: float = 3.0
     history_points: int = 10
+    traded_epic: str = "CS.D.EURUSD.MINI.IP"
+    deal_size: float = 0.1
 
     def rest_calls_per_second(self, rate: float = 1.0) -> float:
         """Steady-state REST calls per second of one bot."""
@@ -273,6 +275,7 @@ class Tally:
         self.price_updates = 0
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
+        self.deals: Counter[str] = Counter()
         self.bots_ready = 0
 
     def measuring(self) -> bool:
@@ -285,6 +288,10 @@ class Tally:
         self.latencies.append(seconds)
         if error:
             self.errors[error] += 1
+
+    def deal(self, status: str) -> None:
+        if self.measuring():
+            self.deals[status] += 1
 
     def error(self, kind: str) -> None:
         if self.measuring():
@@ -299,7 +306,9 @@ class LoadBot:
         self.index = index
         self.tally = tally
         self.profile = settings.profile
-        self.epic = self.profile.epics[index % len(self.profile.epics)]
+        # Every bot trades the smallest EUR/USD deal: they share one account,
+        # whose margin must cover a position per bot.
+        self.epic = self.profile.traded_epic
         self.open_deal: str | None = None
         self.poll_turn = 0
 
@@ -386,12 +395,14 @@ class LoadBot:
     async def _deal(self, http: Any) -> None:
         if self.open_deal is None:
             response = await self._call(http, "POST", "/positions/otc", "2", {
-                "epic": self.epic, "expiry": "-", "direction": "BUY", "size": 1,
+                "epic": self.epic, "expiry": "-", "direction": "BUY",
+                "size": self.profile.deal_size,
                 "orderType": "MARKET", "currencyCode": "USD", "forceOpen": True,
                 "guaranteedStop": False, "trailingStop": False})
         else:
             response = await self._call(http, "POST", "/positions/otc", "1", {
-                "dealId": self.open_deal, "direction": "SELL", "size": 1,
+                "dealId": self.open_deal, "direction": "SELL",
+                "size": self.profile.deal_size,
                 "orderType": "MARKET"}, override="DELETE")
         if response is None or response.status_code != 200:
             return
@@ -400,6 +411,7 @@ class LoadBot:
         if confirm is None or confirm.status_code != 200:
             return
         document = confirm.json()
+        self.tally.deal(str(document.get("dealStatus")))
         if self.open_deal is None and document.get("dealStatus") == "ACCEPTED":
             self.open_deal = document.get("dealId")
         elif self.open_deal is not None:
@@ -606,6 +618,7 @@ async def _run_bots(settings: ClientSettings) -> dict[str, Any]:
                        for q in (0.5, 0.95, 0.99)}
         | {"max": _ms(max(tally.latencies, default=None))},
         "errors": dict(tally.errors), "error_count": sum(tally.errors.values()),
+        "deals": dict(tally.deals),
         "cpu_seconds": round(cpu, 2),
         "cpu_share": round(cpu / window, 3),
         "rss_mb": [(t, round(mb, 2)) for t, mb in rss],
