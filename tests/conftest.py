@@ -112,6 +112,10 @@ def telemetry() -> Iterator[Telemetry]:
     Metrics are cumulative for the life of the process; a test that counts
     should compare before and after, or use attributes unique to it.
     """
+    from ig_otel._deals import TRACKER
+
+    # Seeded simulators hand out the same deal references in every test.
+    TRACKER.clear()
     session = _install_session_telemetry()
     session.spans.clear()
     session.logs.clear()

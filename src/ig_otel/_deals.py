@@ -95,6 +95,12 @@ class DealTracker:
 
     Thread-safe and bounded: at most ``capacity`` references, each kept at
     most ``max_age`` seconds. Each source measures one latency per reference.
+
+    A streamed confirmation can be seen before the dealing response that
+    carries its reference has been read (both arrive on their own
+    connections). Such an early confirmation is remembered, and
+    :meth:`sent` answers it with a latency of 0: it was, as far as the
+    program can tell, immediate.
     """
 
     def __init__(
@@ -107,15 +113,23 @@ class DealTracker:
         self._max_age = max_age
         self._clock = clock
         self._sent: OrderedDict[str, tuple[float, set[str]]] = OrderedDict()
+        self._early: OrderedDict[str, tuple[float, set[str]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def sent(self, deal_reference: str) -> None:
-        """Note that a dealing response just gave ``deal_reference``."""
+    def sent(self, deal_reference: str) -> list[tuple[str, float]]:
+        """Note that a dealing response just gave ``deal_reference``.
+
+        Returns:
+            ``(source, latency)`` for each confirmation that came first.
+        """
         now = self._clock()
         with self._lock:
-            self._sent[deal_reference] = (now, set())
+            early = self._early.pop(deal_reference, None)
+            sources = set(early[1]) if early else set()
+            self._sent[deal_reference] = (now, sources)
             self._sent.move_to_end(deal_reference)
             self._forget_old(now)
+        return [(source, 0.0) for source in sorted(sources)]
 
     def confirmed(self, deal_reference: str, source: str) -> float | None:
         """Seconds since the reference was sent; None if unknown or timed.
@@ -126,6 +140,7 @@ class DealTracker:
         with self._lock:
             entry = self._sent.get(deal_reference)
             if entry is None:
+                self._remember_early(deal_reference, source, now)
                 return None
             sent_at, sources = entry
             if source in sources:
@@ -133,14 +148,26 @@ class DealTracker:
             sources.add(source)
             return max(now - sent_at, 0.0)
 
+    def clear(self) -> None:
+        """Forget every reference (tests reuse a seeded simulator's ids)."""
+        with self._lock:
+            self._sent.clear()
+            self._early.clear()
+
+    def _remember_early(self, deal_reference: str, source: str, now: float) -> None:
+        entry = self._early.setdefault(deal_reference, (now, set()))
+        entry[1].add(source)
+        self._forget_old(now)
+
     def _forget_old(self, now: float) -> None:
-        while len(self._sent) > self._capacity:
-            self._sent.popitem(last=False)
-        while self._sent:
-            oldest = next(iter(self._sent.values()))[0]
-            if now - oldest <= self._max_age:
-                break
-            self._sent.popitem(last=False)
+        for table in (self._sent, self._early):
+            while len(table) > self._capacity:
+                table.popitem(last=False)
+            while table:
+                oldest = next(iter(table.values()))[0]
+                if now - oldest <= self._max_age:
+                    break
+                table.popitem(last=False)
 
 
 #: The process-wide tracker shared by REST and stream instrumentation.
@@ -172,12 +199,14 @@ class DealMetrics:
         if confirmation.deal_reference:
             latency = tracker.confirmed(confirmation.deal_reference, source.value)
             if latency is not None:
-                self._latency.record(
-                    latency, {names.IG_CONFIRMATION_SOURCE: source.value}
-                )
+                self.record_latency(source.value, latency)
 
         if confirmation.rejected:
             self._emit_rejected(confirmation, source)
+
+    def record_latency(self, source: str, latency: float) -> None:
+        """Record one confirmation latency for ``source`` (``rest``/``stream``)."""
+        self._latency.record(latency, {names.IG_CONFIRMATION_SOURCE: source})
 
     def _emit_rejected(
         self, confirmation: Confirmation, source: ConfirmationSource

@@ -386,7 +386,8 @@ class RestInstrumentation:
     def _note_deal_reference(self, call: RestCall, reference: str | None) -> None:
         if reference is None:
             return
-        TRACKER.sent(reference)
+        for source, latency in TRACKER.sent(reference):
+            self._deals.record_latency(source, latency)
         if self.config.capture_deals and _recording(call):
             call.span.set_attribute(names.IG_DEAL_REFERENCE, reference)
 

@@ -48,7 +48,7 @@ import re
 import sys
 import threading
 import weakref
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,8 +77,6 @@ _SESSION_MEMORY = 64
 _SCAN_KEYS = 8
 #: The longest unfinished line carried from one read to the next.
 _TAIL_LIMIT = 1 << 20
-#: Most deal confirmations held for the application's read.
-_PARKED_LIMIT = 64
 #: A notification line that is not an update (group 1: the line).
 _OTHER_LINE = re.compile(rb"\n(?!U,)([^\r\n]*)\r\n")
 _UPDATE_KEY = re.compile(rb"\nU,[^,\r\n]*,[^,\r\n]*,")
@@ -316,8 +314,6 @@ def _watch_for(connection: Any) -> _Watch | None:
     try:
         if state is not None and state.enabled and _is_tlcp(connection):
             watch = _Watch(state)
-            if connection in _tapped:
-                watch.defer_trades(connection)
         _watches[connection] = watch
         setattr(connection, _ATTRIBUTE, watch)
     except Exception:
@@ -419,20 +415,6 @@ class _Watch:
         # The unfinished end of the last read, after a newline: every batch
         # starts with b"\n", so each update line starts with b"\nU,".
         self._tail = b"\n"
-        # Streamed deal confirmations seen on arrival, held until the
-        # application reads their message (see defer_trades).
-        self._owner: weakref.ref[Any] | None = None
-        self._parked: deque[tuple[str, str]] = deque()
-
-    def defer_trades(self, connection: Any) -> None:
-        """Hand deal confirmations over when the application reads them.
-
-        Frames are observed as they arrive, which can be before the
-        application has handled the REST response that gave the deal
-        reference; the confirmation is timed against that response, so it
-        waits for the application's ``recv()`` of its message (or the close).
-        """
-        self._owner = weakref.ref(connection)
 
     # ---- client -> server
 
@@ -612,50 +594,7 @@ class _Watch:
         if isinstance(decoded, tlcp.DecodedUpdate):
             index = subscription.confirms_index
             if index in decoded.changed:
-                confirms = decoded.values[index]
-                if self._owner is None:
-                    monitor.trade_fields(confirms)
-                else:
-                    self._park(raw, confirms)
-
-    def _park(self, raw: str, confirms: Any) -> None:
-        parked = self._parked
-        parked.append((raw, confirms))
-        if len(parked) > _PARKED_LIMIT:
-            self._release(1)
-        connection = self._owner() if self._owner else None
-        if connection is None or "recv" in vars(connection):
-            return
-        recv = connection.recv
-        watch = self
-
-        async def recv_and_confirm(*args: Any, **kwargs: Any) -> Any:
-            message = await recv(*args, **kwargs)
-            watch.consumed(message)
-            return message
-
-        connection.recv = recv_and_confirm
-
-    def consumed(self, message: Any) -> None:
-        """The application read ``message``: release the confirmations in it."""
-        try:
-            if isinstance(message, bytes):
-                message = message.decode("utf-8", "replace")
-            parked = self._parked
-            while parked and parked[0][0] in message:
-                self._release(1)
-            connection = self._owner() if self._owner else None
-            if not parked and connection is not None:
-                vars(connection).pop("recv", None)
-        except Exception:
-            _warn_once("deal confirmation")
-
-    def _release(self, count: int) -> None:
-        session = self.session
-        for _ in range(min(count, len(self._parked))):
-            _, confirms = self._parked.popleft()
-            if session is not None:
-                session.monitor.trade_fields(confirms)
+                monitor.trade_fields(decoded.values[index])
 
     def _notification(self, event: tlcp.Event) -> None:
         if not isinstance(event, tlcp.Notification):
@@ -746,7 +685,6 @@ class _Watch:
 
     def closed(self, raw_status: str, on_purpose: bool = False) -> None:
         """The WebSocket closed: by the application, or under it."""
-        self._release(len(self._parked))
         session = self.session
         if session is None or self._ended:
             # Already ended by the server (END, ERROR, LOOP...): closing the

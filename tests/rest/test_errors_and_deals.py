@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ig_otel._deals import DealTracker, confirmation_from, load_json_object
 from ig_otel._errors import allowance_exceeded, parse_error_code
 from ig_otel._telemetry import Allowance
@@ -73,3 +75,25 @@ def test_tracker_forgets_old_and_excess_references():
     tracker.sent("D")
     assert tracker.confirmed("B", "rest") is None
     assert tracker.confirmed("D", "rest") == 0.0
+
+
+def test_a_confirmation_seen_before_the_dealing_response_counts_as_immediate():
+    clock = FakeClock()
+    tracker = DealTracker(clock=clock)
+    assert tracker.confirmed("REF9", "stream") is None
+    clock.now += 0.2
+    assert tracker.sent("REF9") == [("stream", 0.0)]
+    assert tracker.confirmed("REF9", "stream") is None
+    clock.now += 0.1
+    assert tracker.confirmed("REF9", "rest") == pytest.approx(0.1)
+
+
+def test_early_confirmations_of_unknown_deals_are_bounded():
+    clock = FakeClock()
+    tracker = DealTracker(capacity=3, max_age=5, clock=clock)
+    for number in range(10):
+        tracker.confirmed(f"OTHER{number}", "stream")
+    assert len(tracker._early) == 3
+    clock.now += 6
+    tracker.confirmed("LAST", "stream")
+    assert list(tracker._early) == ["LAST"]
