@@ -12,6 +12,7 @@ from ig_otel import _telemetry as names
 from ig_otel._items import OTHER, EpicPolicy, classify
 from ig_otel._stream import (
     LAG_BUFFER,
+    LAG_RECORDS_PER_COLLECTION,
     StreamExporter,
     StreamMonitor,
     coarse_status,
@@ -300,6 +301,21 @@ def test_lag_samples_reach_the_histogram_in_the_same_collection(fresh_metrics):
     assert point.count == 2
     assert point.sum == pytest.approx(2.5)
     assert point.attributes == {names.IG_STREAM_ITEM_KIND: "CHART_TICK"}
+
+
+def test_many_streams_record_a_bounded_number_of_lag_points(fresh_metrics):
+    exporter = StreamExporter(fresh_metrics.provider)
+    monitors = [make_monitor() for _ in range(12)]
+    for monitor in monitors:
+        exporter.add(monitor)
+        view = monitor.subscription(["CHART:EPIC.A:TICK"], ["UTM"], "DISTINCT")
+        for _ in range(LAG_BUFFER - 1):
+            view.slot(1).hit()
+            monitor.lag(view.slot(1), "1699999999500")
+
+    [point] = fresh_metrics.points(names.STREAM_UPDATE_LAG.name)
+    assert point.count == LAG_RECORDS_PER_COLLECTION
+    assert 12 * (LAG_BUFFER - 1) > LAG_RECORDS_PER_COLLECTION
 
 
 def test_counts_of_a_collected_monitor_are_kept(fresh_metrics):
