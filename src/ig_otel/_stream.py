@@ -45,9 +45,10 @@ subscription item is computed and buffered. When a buffer fills, every other
 sample is dropped and the stride doubles, so the buffer stays an even sample
 of the whole interval. At each collection the exporter drains the buffers
 into the histogram (records made inside the collection are included in it)
-and strides go back to 1. So the histogram's count is the number of lag
-*samples*; ``ig.stream.updates`` is the exact update count. A process with
-many streams records at most :data:`LAG_RECORDS_PER_COLLECTION` samples per
+and strides halve, so the next interval starts near the rate just seen.
+So the histogram's count is the number of lag *samples*;
+``ig.stream.updates`` is the exact update count. A process with many
+streams records at most :data:`LAG_RECORDS_PER_COLLECTION` samples per
 kind per collection, taken evenly from all of them: each recorded point
 costs the SDK over 10 us, and a few hundred per interval already give
 stable percentiles.
@@ -192,7 +193,9 @@ class _LagBuffer:
 
     def drain(self) -> list[float]:
         samples, self.samples = self.samples, []
-        self.stride = 1
+        # Start the next interval near this one's rate: halving (not resetting)
+        # the stride keeps a busy stream from sampling every update again.
+        self.stride = max(1, self.stride // 2)
         return samples
 
 

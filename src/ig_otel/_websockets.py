@@ -75,6 +75,8 @@ _SESSION_MEMORY = 64
 #: Up to this many subscription items, a batch is counted with one byte scan
 #: per item; beyond, with one regular-expression pass.
 _SCAN_KEYS = 8
+#: Reads of at most this many lines are handled line by line.
+_FEW_LINES = 4
 #: The longest unfinished line carried from one read to the next.
 _TAIL_LIMIT = 1 << 20
 #: A notification line that is not an update (group 1: the line).
@@ -505,6 +507,11 @@ class _Watch:
             _warn_once("message handling")
 
     def _batch(self, session: _Session, batch: bytes, end: int) -> None:
+        # A read of a few lines (a quiet stream, one frame at a time) is
+        # cheapest line by line; bulk counting pays off on long reads.
+        if batch.count(b"\r\n", 0, end) <= _FEW_LINES:
+            self._lines(batch[1:end].decode("utf-8", "replace"))
+            return
         # Runs of updates are counted in bulk; the other notifications are
         # handled one by one between them, in their order.
         start = 0
