@@ -103,7 +103,10 @@ def test_unchanged_bot_exports_stream_updates(order, simulator, tmp_path):
     metrics = _metrics(result.stdout)
     [updates] = metrics["ig.stream.updates"]
     assert updates["attributes"]["ig.stream.item_kind"] == "MARKET"
-    assert updates["value"] >= 5
+    # The bot stops at its fifth update; the SDK may hand that last one to
+    # ig-otel's listener after the process has exported, so allow one less.
+    received = int(result.stderr.split("BOT prices=")[1].split()[0])
+    assert received - 1 <= updates["value"] <= received
     assert "ig.stream.status" in metrics
     assert "ig.rest.request.duration" in metrics
     for secret in (simulator.password, simulator.api_key, simulator.account_id):
