@@ -559,10 +559,14 @@ def phase_allowance(run: DemoRun, budget: float) -> str:
         run.simulator.clear_scenario("allowance-exhaustion")
     run.idle(max(budget - 1.0, 0.2))
     after = run.failures() - before
-    return (f"simulator cut the allowances: {after['HTTP 403']} calls answered "
+    return (f"simulator cut the allowances: {_calls(after['HTTP 403'])} answered "
             f"403 (allowance exceeded), then the limiter refused "
             f"{after['AllowanceExhaustedError']} non-trading calls locally "
             f"(enforce mode)")
+
+
+def _calls(count: int) -> str:
+    return "1 call" if count == 1 else f"{count} calls"
 
 
 def phase_shutdown(run: DemoRun, budget: float) -> str:
