@@ -138,6 +138,33 @@ def test_stream_stall_sends_nothing_and_the_sdk_tries_recovery(simulator, rest):
         disconnect(client, status)
 
 
+def test_a_subscription_made_during_a_stall_is_answered_when_it_ends(
+    simulator, rest
+):
+    from websockets.sync.client import connect as ws_connect
+
+    simulator.set_scenario("stream-stall")
+    url = simulator.stream_url.replace("http", "ws") + "/lightstreamer"
+    reader = _tlcp.NotificationReader()
+    tags: list[str] = []
+    with ws_connect(url, subprotocols=[_tlcp.SUBPROTOCOLS[1]], open_timeout=5) as ws:
+        ws.send("wsok")
+        ws.send(_tlcp.encode_request("create_session", {
+            "LS_cid": "t", "LS_password": ls_password(rest)}))
+        ws.send(_tlcp.encode_request("control", {
+            "LS_reqId": "1", "LS_op": "add", "LS_subId": "1", "LS_mode": "MERGE",
+            "LS_group": f"MARKET:{EPIC}", "LS_schema": "BID OFFER",
+            "LS_snapshot": "true", "LS_ack": "false"}))
+        time.sleep(0.5)
+        simulator.clear_scenario("stream-stall")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "U" not in tags:
+            for event in reader.feed(ws.recv(timeout=2)):
+                tags.append(getattr(event, "tag", "U"))
+    assert "SUBOK" in tags
+    assert "U" in tags
+
+
 @pytest.mark.ls2
 @pytest.mark.parametrize("mode", ["end", "loop", "close"])
 def test_stream_disconnect_and_the_sdk_comes_back(simulator, rest, mode):

@@ -485,7 +485,12 @@ class StreamServer:
                         self._close(session)
                     continue
                 if scenarios.stream_stalled():
-                    session.pending.clear()
+                    # Silence: updates are lost, but session and subscription
+                    # answers wait, so a session opened mid-stall still gets
+                    # its SUBOKs once the stall ends.
+                    session.pending = [
+                        line for line in session.pending if not line.startswith("U,")
+                    ]
                     continue
                 if await self._maybe_cut(session, ws):
                     continue
