@@ -8,9 +8,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from support import require_binary
 
 
 class FakeClock:
@@ -77,21 +78,10 @@ class RedisServer:
             self.process = None
 
 
-def _root_conftest(config: pytest.Config) -> Any:
-    # Several test folders have a conftest.py outside any package, so the
-    # module name "conftest" is ambiguous: find the root one by its path.
-    root = Path(__file__).resolve().parent.parent / "conftest.py"
-    for plugin in config.pluginmanager.get_plugins():
-        if Path(getattr(plugin, "__file__", "") or ".").resolve() == root:
-            return plugin
-    raise RuntimeError("tests/conftest.py is not loaded")
-
-
 @pytest.fixture
 def redis_server(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[RedisServer]:
-    require_binary = _root_conftest(request.config).require_binary
     server = RedisServer(require_binary("redis-server"), free_port(), tmp_path)
     server.start()
     try:

@@ -7,11 +7,9 @@ series names the telemetry contract produces.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,10 @@ from typing import Any
 import yaml
 
 from ig_otel._telemetry import INSTRUMENTS, Kind, prometheus_name
+
+# Skip on a user's machine, fail in CI; re-exported for the stack tests.
+from support import require as require
+from support import require_binary as require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_CONFIG = REPO / "collector" / "config.yaml"
@@ -36,23 +38,6 @@ DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards"
 ALERTING = GRAFANA / "provisioning" / "alerting"
 DASHBOARDS = GRAFANA / "dashboards"
 
-def _root_conftest() -> Any:
-    # `from conftest import ...` resolves to whichever conftest.py pytest
-    # imported last (tests/rest/ has one too), so load tests/conftest.py by
-    # path under a name of its own.
-    path = REPO / "tests" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_ig_otel_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_CONFTEST = _root_conftest()
-#: Skip on a user's machine, fail in CI (tests/conftest.py's helpers).
-require = _CONFTEST.require
-require_binary = _CONFTEST.require_binary
 
 #: Series every Prometheus setup has, which queries may use besides the contract.
 STANDARD_SERIES = frozenset({"up", "target_info"})
