@@ -68,3 +68,13 @@ def test_simulate_prints_urls_first_serves_and_stops_on_ctrl_c():
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_version_names_the_package_version(capsys):
+    from ig_otel import __version__
+    from ig_otel._cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ig-otel {__version__}"
