@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from opentelemetry import propagate
@@ -111,14 +112,18 @@ def _header_view(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return view
 
 
+def _transport_of(client: Any, request: Any) -> Any:
+    """The transport the client will hand this request to."""
+    if client._mounts:
+        return client._transport_for_url(request.url)
+    return client._transport
+
+
 def _contrib_will_span(client: Any, request: Any) -> bool:
     if not is_http_instrumentation_enabled():
         return False
     try:
-        transport = (
-            client._transport_for_url(request.url) if client._mounts
-            else client._transport
-        )
+        transport = _transport_of(client, request)
         if not isinstance(transport, _http_transports()):
             return False
         if getattr(client, "_is_instrumented_by_opentelemetry", False):
@@ -171,13 +176,9 @@ def _guarded(client: Any, request: Any) -> bool:
     if request.extensions.get(GUARDED_EXTENSION, False):
         return True
     try:
-        transport = (
-            client._transport_for_url(request.url) if client._mounts
-            else client._transport
-        )
+        return bool(getattr(_transport_of(client, request), "ig_otel_guarded", False))
     except Exception:
         return False
-    return bool(getattr(transport, "ig_otel_guarded", False))
 
 
 def _run_deferred(core, call, client, request, wrapped, args, kwargs):
@@ -249,24 +250,12 @@ def _end_unbegun(core: RestInstrumentation, call: RestCall, error) -> None:
     core.end(call, error)
 
 
-class _SuppressedIfClientInstrumented:
-    def __init__(self, client: Any) -> None:
-        self._active = getattr(client, "_is_instrumented_by_opentelemetry", False)
-        self._cm = suppress_http_instrumentation() if self._active else None
-
-    def __enter__(self) -> None:
-        if self._cm is not None:
-            self._cm.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._cm is not None:
-            self._cm.__exit__(*exc)
-
-
-def _maybe_suppressed(client: Any) -> _SuppressedIfClientInstrumented:
+def _maybe_suppressed(client: Any) -> AbstractContextManager[object]:
     # A custom transport on a client passed to instrument_client would get a
     # contrib span nested in ours; suppressing keeps one span per call.
-    return _SuppressedIfClientInstrumented(client)
+    if getattr(client, "_is_instrumented_by_opentelemetry", False):
+        return suppress_http_instrumentation()
+    return nullcontext()
 
 
 def _inject(request: Any) -> None:
