@@ -333,3 +333,28 @@ def test_the_callers_exception_object_passes_through_untouched(
         with client, pytest.raises(ValueError) as caught:
             client.get("http://127.0.0.1/gateway/deal/accounts")
     assert caught.value is original
+
+
+def test_instrument_client_with_a_custom_transport_still_gives_one_span(
+    telemetry, fresh_metrics
+):
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    from ig_otel import IGInstrumentor
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"accounts": []})
+
+    client = httpx.Client(transport=httpx.MockTransport(answer))
+    HTTPXClientInstrumentor.instrument_client(
+        client, tracer_provider=telemetry.tracer_provider
+    )
+    ig = IGInstrumentor()
+    ig.instrument(hosts=("127.0.0.1",), meter_provider=fresh_metrics.provider,
+                  tracer_provider=telemetry.tracer_provider)
+    try:
+        client.get("http://127.0.0.1/gateway/deal/accounts")
+    finally:
+        ig.uninstrument()
+        HTTPXClientInstrumentor.uninstrument_client(client)
+    assert [span.name for span in telemetry.finished_spans()] == ["GET /accounts"]
