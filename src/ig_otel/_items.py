@@ -78,11 +78,12 @@ class EpicPolicy:
     def label(self, epic: str | None) -> str | None:
         """The attribute value for ``epic``: itself, ``_OTHER``, or None.
 
-        None means epics are not an attribute at all (not configured).
+        None means no epic attribute: epics are not configured, or the item
+        has no epic (``ACCOUNT``, ``TRADE``).
         """
-        if not self.enabled:
+        if not self.enabled or epic is None:
             return None
-        if epic is None or not (self._any or epic in self._allowed):
+        if not (self._any or epic in self._allowed):
             return OTHER
         if epic in self._admitted:
             return epic

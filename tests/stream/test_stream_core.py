@@ -78,7 +78,7 @@ def test_epic_list_admits_only_listed_epics():
     policy = EpicPolicy(["CS.D.EURUSD.MINI.IP"], limit=5)
     assert policy.label("CS.D.EURUSD.MINI.IP") == "CS.D.EURUSD.MINI.IP"
     assert policy.label("IX.D.FTSE.DAILY.IP") == OTHER
-    assert policy.label(None) == OTHER
+    assert policy.label(None) is None  # ACCOUNT, TRADE: no epic attribute
 
 
 def test_epic_wildcard_is_capped_by_the_limit():
