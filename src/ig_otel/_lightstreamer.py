@@ -24,16 +24,15 @@ silence gauge measures time since the last update or session event.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import weakref
 from typing import Any
 
-import wrapt
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ig_otel import _telemetry as names
 from ig_otel._config import Config
+from ig_otel._patching import Patches
 from ig_otel._stream import (
     StreamInstrumentation,
     StreamMonitor,
@@ -52,18 +51,10 @@ _CLIENT_METHODS = (
 )
 _SUBSCRIPTION_METHODS = ("getListeners",)
 
-_lock = threading.Lock()
+_patches = Patches("Lightstreamer", _log)
+_warn_once = _patches.warn_once
 _active: StreamInstrumentation | None = None
-_hook_registered = False
-_patched: list[tuple[type, str]] = []
 _clients: weakref.WeakKeyDictionary[Any, _ClientWatch] = weakref.WeakKeyDictionary()
-_warned: set[str] = set()
-
-
-def _warn_once(what: str) -> None:
-    if what not in _warned:
-        _warned.add(what)
-        _log.warning("ig-otel Lightstreamer %s failed; continuing", what, exc_info=True)
 
 
 # -- entry points -------------------------------------------------------------
@@ -75,17 +66,13 @@ def instrument(
     meter_provider: Any = None,
 ) -> None:
     """Instrument the Lightstreamer SDK now or when it is imported; never raises."""
-    global _active, _hook_registered
+    global _active
     try:
-        with _lock:
+        with _patches.lock:
             if _active is not None:
                 return
             _active = StreamInstrumentation(config, tracer_provider, meter_provider)
-            if _MODULE in sys.modules:
-                _patch(sys.modules[_MODULE])
-            elif not _hook_registered:
-                wrapt.register_post_import_hook(_on_import, _MODULE)
-                _hook_registered = True
+            _patches.when_imported((_MODULE,), _patch)
     except Exception:
         _warn_once("instrumentation")
 
@@ -94,31 +81,17 @@ def uninstrument() -> None:
     """Remove the patches; watchers already attached go quiet. Never raises."""
     global _active
     try:
-        with _lock:
+        with _patches.lock:
             if _active is not None:
                 _active.enabled = False
             _active = None
-            for owner, name in _patched:
-                wrapped = getattr(owner, name, None)
-                original = getattr(wrapped, "__wrapped__", None)
-                if original is not None:
-                    setattr(owner, name, original)
-            _patched.clear()
+            _patches.undo()
     except Exception:
         _warn_once("uninstrumentation")
 
 
-def _on_import(module: Any) -> None:
-    try:
-        with _lock:
-            if _active is not None:
-                _patch(module)
-    except Exception:
-        _warn_once("patching")
-
-
 def _patch(module: Any) -> None:
-    if _patched:
+    if _active is None or _patches.covers(module.LightstreamerClient):
         return
     client_cls = module.LightstreamerClient
     subscription_cls = module.Subscription
@@ -131,11 +104,9 @@ def _patch(module: Any) -> None:
         "getListeners": _hide_watchers,
     }
     for name in _CLIENT_METHODS:
-        wrapt.wrap_function_wrapper(client_cls, name, wrappers[name])
-        _patched.append((client_cls, name))
+        _patches.wrap(client_cls, name, wrappers[name])
     for name in _SUBSCRIPTION_METHODS:
-        wrapt.wrap_function_wrapper(subscription_cls, name, _hide_watchers)
-        _patched.append((subscription_cls, name))
+        _patches.wrap(subscription_cls, name, _hide_watchers)
 
 
 # -- wrappers -----------------------------------------------------------------

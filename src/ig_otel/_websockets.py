@@ -45,19 +45,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sys
-import threading
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-import wrapt
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ig_otel import _telemetry as names
 from ig_otel import _tlcp as tlcp
 from ig_otel._config import Config
+from ig_otel._patching import Patches
 from ig_otel._stream import (
     ItemSlot,
     StreamInstrumentation,
@@ -83,25 +81,18 @@ _TAIL_LIMIT = 1 << 20
 _OTHER_LINE = re.compile(rb"\n(?!U,)([^\r\n]*)\r\n")
 _UPDATE_KEY = re.compile(rb"\nU,[^,\r\n]*,[^,\r\n]*,")
 
-_lock = threading.Lock()
+_patches = Patches("websockets", _log)
+_warn_once = _patches.warn_once
+_lock = _patches.lock
 _active: StreamInstrumentation | None = None
-_hooks: set[str] = set()
-_patched: list[tuple[type, str, Any]] = []
 _watches: weakref.WeakKeyDictionary[Any, _Watch | None] = weakref.WeakKeyDictionary()
 _tapped: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _sessions: OrderedDict[str, _Session] = OrderedDict()
-_warned: set[str] = set()
 
 # websockets' frame type and text opcodes, loaded with its asyncio client.
 _FRAME: Any = None
 _TEXT: Any = None
 _CONT: Any = None
-
-
-def _warn_once(what: str) -> None:
-    if what not in _warned:
-        _warned.add(what)
-        _log.warning("ig-otel websockets %s failed; continuing", what, exc_info=True)
 
 
 # -- entry points -------------------------------------------------------------
@@ -119,12 +110,7 @@ def instrument(
             if _active is not None:
                 return
             _active = StreamInstrumentation(config, tracer_provider, meter_provider)
-            for module_name in (_ASYNCIO, _LEGACY):
-                if module_name in sys.modules:
-                    _patch(sys.modules[module_name])
-                elif module_name not in _hooks:
-                    wrapt.register_post_import_hook(_on_import, module_name)
-                    _hooks.add(module_name)
+            _patches.when_imported((_ASYNCIO, _LEGACY), _patch)
     except Exception:
         _warn_once("instrumentation")
 
@@ -137,12 +123,7 @@ def uninstrument() -> None:
             if _active is not None:
                 _active.enabled = False
             _active = None
-            for owner, name, original in reversed(_patched):
-                if original is None:
-                    delattr(owner, name)
-                else:
-                    setattr(owner, name, original)
-            _patched.clear()
+            _patches.undo()
             for connection in list(_tapped):
                 _untap(connection)
             _watches.clear()
@@ -151,16 +132,9 @@ def uninstrument() -> None:
         _warn_once("uninstrumentation")
 
 
-def _on_import(module: Any) -> None:
-    try:
-        with _lock:
-            if _active is not None:
-                _patch(module)
-    except Exception:
-        _warn_once("patching")
-
-
 def _patch(module: Any) -> None:
+    if _active is None:
+        return
     cls = getattr(module, "ClientConnection", None)
     if cls is not None:
         _load_frames()
@@ -172,11 +146,10 @@ def _patch(module: Any) -> None:
 
 
 def _patch_class(cls: type, hooks: dict[str, Any]) -> None:
-    if any(owner is cls for owner, _, _ in _patched):
+    if _patches.covers(cls):
         return
     for name, replacement in hooks.items():
-        _patched.append((cls, name, cls.__dict__.get(name)))
-        setattr(cls, name, replacement)
+        _patches.replace(cls, name, replacement)
 
 
 def _common_hooks(cls: type) -> dict[str, Any]:

@@ -269,7 +269,7 @@ def test_malformed_frames_leave_the_counts_exact(simulator, instrumented):
 def test_a_failing_watcher_never_reaches_the_application(
     simulator, instrumented, monkeypatch
 ):
-    monkeypatch.setattr(_lightstreamer, "_warned", set())
+    monkeypatch.setattr(_lightstreamer._patches, "_warned", set())
     rest = login(simulator)
     client, status = connect(simulator, ls_password(rest))
     subscription, ticks = subscribe(client, "MERGE", f"MARKET:{EPIC}",
