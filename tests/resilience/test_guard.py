@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ig_otel._breaker import CircuitBreaker
@@ -173,7 +175,8 @@ def test_limiter_refusal_gives_back_the_half_open_trial(clock, fresh_metrics):
 
 def test_settle_never_raises(clock, fresh_metrics):
     guard = guard_with(clock, fresh_metrics, None)
-    guard.settle(object(), status_code=200, error_code=None, error=None)  # type: ignore[arg-type]
+    not_an_admission: Any = object()
+    guard.settle(not_an_admission, status_code=200, error_code=None, error=None)
 
 
 def test_build_guard_reads_configuration(fresh_metrics):
