@@ -206,35 +206,23 @@ def _report(benchmark, label: str, samples: dict[str, list[float]]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-@pytest.mark.benchmark(group="rest")
-def test_requests_enrichment_overhead(benchmark):
-    arms = Arms()
-    session = _canned_session()
-    headers = {"X-IG-API-KEY": "k", "VERSION": "2"}
-
-    def call():
-        return session.get("http://127.0.0.1/gateway/deal/accounts", headers=headers)
-
-    samples = _measure(arms, call)
-    arms.set("contrib+ig")
-    benchmark.pedantic(call, rounds=200, iterations=1)
-    arms.off()
-    session.close()
-    _report(benchmark, "requests", samples)
+URL = "http://127.0.0.1/gateway/deal/accounts"
+HEADERS = {"X-IG-API-KEY": "k", "VERSION": "2"}
+CLIENTS = {"requests": _canned_session, "httpx": _canned_client}
 
 
 @pytest.mark.benchmark(group="rest")
-def test_httpx_enrichment_overhead(benchmark):
+@pytest.mark.parametrize("label", sorted(CLIENTS))
+def test_enrichment_overhead(benchmark, label):
     arms = Arms()
-    client = _canned_client()
-    headers = {"X-IG-API-KEY": "k", "VERSION": "2"}
+    client = CLIENTS[label]()
 
     def call():
-        return client.get("http://127.0.0.1/gateway/deal/accounts", headers=headers)
+        return client.get(URL, headers=HEADERS)
 
     samples = _measure(arms, call)
     arms.set("contrib+ig")
     benchmark.pedantic(call, rounds=200, iterations=1)
     arms.off()
     client.close()
-    _report(benchmark, "httpx", samples)
+    _report(benchmark, label, samples)
