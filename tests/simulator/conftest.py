@@ -9,14 +9,14 @@ logged in (v2) against it.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from ig_otel.simulator import Simulator
+from support import wait_for as wait_for
 
 EPIC = "CS.D.EURUSD.MINI.IP"
 
@@ -68,14 +68,3 @@ def market_order(direction: str = "BUY", size: float = 1.0, **extra: Any) -> str
     body.update(extra)
     return json.dumps(body)
 
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
-             interval: float = 0.05) -> Any:
-    """Poll ``condition`` until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ import requests
 from ig_otel import IGInstrumentor
 from ig_otel._health import default_registry
 from ig_otel.simulator import Simulator
+from support import wait_for as wait_for
 
 EPIC = "CS.D.EURUSD.MINI.IP"
 #: Seconds of silence after which a connected stream reports ``stalled``.
@@ -125,17 +125,6 @@ def assert_no_secrets(telemetry, instrumented: Instrumented, secrets) -> None:
         for secret in secrets:
             assert secret not in text
 
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
-             interval: float = 0.02) -> Any:
-    """Poll ``condition`` until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def value_of(points, **attributes: Any) -> float:
